@@ -1,0 +1,137 @@
+"""Hugging Face interop: our encoder <-> a `ModernBertForMaskedLM` directory.
+
+Parameter names are shared (recipe §1.8), so the work is translating the config. The training-only
+attention-output dropout (0.1) has no HF field; exports carry 0.0 like the released mmBERT configs
+and imports restore our default.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import EncoderConfig, MMBertForMaskedLM
+
+SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "cls_token_id": 1, "sep_token_id": 1, "mask_token_id": 4}
+TIED = "decoder.weight"
+
+
+def hf_config_dict(cfg: EncoderConfig) -> dict:
+    """The fields of `transformers.ModernBertConfig` that describe our encoder."""
+    return {
+        "architectures": ["ModernBertForMaskedLM"],
+        "model_type": "modernbert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "hidden_activation": "gelu",
+        "classifier_activation": "gelu",
+        "classifier_pooling": "mean",
+        "max_position_embeddings": cfg.max_position,
+        "initializer_range": cfg.init_std,
+        "initializer_cutoff_factor": cfg.init_cutoff,
+        "norm_eps": cfg.norm_eps,
+        "norm_bias": False,
+        "global_rope_theta": cfg.global_rope_theta,
+        "local_rope_theta": cfg.local_rope_theta,
+        "global_attn_every_n_layers": cfg.global_every,
+        "local_attention": cfg.local_window,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "decoder_bias": True,
+        "classifier_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_dropout": 0.0,
+        "embedding_dropout": 0.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        **SPECIAL_IDS,
+        "pad_token_id": cfg.pad_id,
+    }
+
+
+def encoder_config_from_hf(hf: dict) -> EncoderConfig:
+    if hf.get("model_type") != "modernbert":
+        raise ValueError(f"expected a ModernBERT config (model_type 'modernbert'), got {hf.get('model_type')!r}")
+    for key, want in (("hidden_activation", "gelu"), ("norm_bias", False), ("attention_bias", False), ("mlp_bias", False)):
+        if hf.get(key, want) != want:
+            raise ValueError(f"HF config has {key}={hf[key]!r}; our encoder implements only {want!r}")
+    global_theta = float(hf.get("global_rope_theta", 160000.0))
+    return EncoderConfig(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        intermediate_size=hf["intermediate_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        global_every=hf.get("global_attn_every_n_layers", 3),
+        local_window=hf.get("local_attention", 128),
+        global_rope_theta=global_theta,
+        local_rope_theta=float(hf.get("local_rope_theta") or global_theta),
+        max_position=hf.get("max_position_embeddings", 8192),
+        norm_eps=hf.get("norm_eps", 1e-5),
+        init_std=hf.get("initializer_range", 0.02),
+        init_cutoff=hf.get("initializer_cutoff_factor", 2.0),
+        pad_id=hf.get("pad_token_id", 0),
+    )
+
+
+def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: str | Path | None = None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items() if k != TIED}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config_dict(model.cfg), indent=2) + "\n")
+    if tokenizer_model is not None:
+        save_hf_tokenizer(tokenizer_model, out)
+    return out
+
+
+def save_hf_tokenizer(spm_model: str | Path, out_dir: Path) -> None:
+    """A Gemma-style slow tokenizer over our SentencePiece model (same special pieces as Gemma 2)."""
+    from transformers import GemmaTokenizer
+
+    tok = GemmaTokenizer(
+        vocab_file=str(spm_model), pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+        unk_token="<unk>", mask_token="<mask>", add_bos_token=True, add_eos_token=True,
+    )
+    tok.save_pretrained(str(out_dir))
+
+
+def _load_safetensors_dir(path: Path) -> dict[str, torch.Tensor]:
+    single = path / "model.safetensors"
+    if single.exists():
+        return load_file(str(single))
+    index = path / "model.safetensors.index.json"
+    if not index.exists():
+        raise FileNotFoundError(f"{path} has neither model.safetensors nor model.safetensors.index.json")
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        state.update(load_file(str(path / name)))
+    return state
+
+
+def import_hf(path: str | Path, attn_backend: str = "auto", **overrides) -> MMBertForMaskedLM:
+    """Load an HF ModernBertForMaskedLM directory (e.g. a downloaded mmBERT release) into our model."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory: config.json is missing")
+    cfg = encoder_config_from_hf(json.loads(config_file.read_text())).with_(**overrides)
+    state = _load_safetensors_dir(path)
+    state.pop(TIED, None)
+    model = MMBertForMaskedLM(cfg, attn_backend=attn_backend)
+    expected = set(model.state_dict()) - {TIED}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not hold a ModernBertForMaskedLM of this shape: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    model.load_state_dict(state, strict=False)
+    return model

@@ -1,0 +1,178 @@
+"""Attention backends over packed documents, all computing the same function.
+
+Every backend takes `qkv` of shape (tokens, 3, heads, head_dim) for the flat stream of one
+forward pass and returns (tokens, heads, head_dim). A query attends to keys of its own document
+only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3).
+
+- `flash`: flash-attn varlen kernel with a sliding window (CUDA, bf16/fp16, optional install).
+- `sdpa`:  documents sorted by length and padded into a few buckets, then PyTorch SDPA with a
+           key-padding (+ band) mask. Runs anywhere; padding only costs inside attention.
+- `flex`:  PyTorch flex_attention with a document + window block mask on the flat stream
+           (trains on CUDA only: PyTorch has no flex backward on CPU).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "sdpa", "flex", "flash")
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+
+
+@dataclass
+class _Bucket:
+    shape: tuple[int, int]     # (docs, padded length)
+    valid: torch.Tensor        # (docs, len) bool
+    global_mask: torch.Tensor | None
+    local_mask: torch.Tensor | None
+
+
+@dataclass
+class _SDPAPlan:
+    gather: torch.Tensor       # flat token index of every padded slot of every bucket, bucket after bucket
+    buckets: list[_Bucket]
+    inverse: torch.Tensor      # puts the buckets' valid outputs back in stream order
+
+
+class SDPABackend:
+    """Length-bucketed SDPA: gathers documents of similar length into padded blocks.
+
+    Padding slots gather token 0; they are masked as keys and dropped as queries, so their
+    values never matter. One gather in, one gather out: the backward pass is two scatters.
+    """
+
+    name = "sdpa"
+
+    def __init__(self, window: int, slack: float = 0.25, max_bucket_tokens: int = 1 << 16) -> None:
+        self.half = window // 2
+        self.slack = slack
+        self.max_bucket_tokens = max_bucket_tokens
+
+    def _groups(self, lengths: list[int]) -> list[list[int]]:
+        """Documents sorted by length, grouped while padding stays within `slack` of the real tokens."""
+        groups: list[list[int]] = []
+        real = 0
+        for d in sorted(range(len(lengths)), key=lengths.__getitem__):
+            if groups:
+                padded = lengths[d] * (len(groups[-1]) + 1)
+                if padded <= (1 + self.slack) * (real + lengths[d]) and padded <= self.max_bucket_tokens:
+                    groups[-1].append(d)
+                    real += lengths[d]
+                    continue
+            groups.append([d])
+            real = lengths[d]
+        return groups
+
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> _SDPAPlan:
+        device = cu_seqlens.device
+        starts = cu_seqlens[:-1].tolist()
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+        buckets, gathers, pieces = [], [], []
+        for group in self._groups(lengths):
+            size = lengths[group[-1]]
+            ar = torch.arange(size, device=device)
+            start = torch.tensor([starts[d] for d in group], device=device)
+            length = torch.tensor([lengths[d] for d in group], device=device)
+            valid = ar[None, :] < length[:, None]
+            index = start[:, None] + ar[None, :]
+            ragged = bool((length != size).any())
+            global_mask = valid[:, None, None, :] if ragged else None
+            local_mask = global_mask
+            if size - 1 > self.half:
+                band = (ar[:, None] - ar[None, :]).abs() <= self.half
+                # Padding queries may see anything in their band, so no row is fully masked (no NaN in backward).
+                keep = valid[:, None, :] | ~valid[:, :, None]
+                local_mask = (band[None] & keep)[:, None]
+            buckets.append(_Bucket((len(group), size), valid, global_mask, local_mask))
+            gathers.append(torch.where(valid, index, 0).flatten())
+            pieces.append(index[valid])
+        perm = torch.cat(pieces)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(total, device=device)
+        return _SDPAPlan(torch.cat(gathers), buckets, inverse)
+
+    def __call__(self, qkv: torch.Tensor, plan: _SDPAPlan, local: bool) -> torch.Tensor:
+        slots = qkv[plan.gather].split([b.shape[0] * b.shape[1] for b in plan.buckets])
+        outs = []
+        for b, x in zip(plan.buckets, slots):
+            q, k, v = x.view(*b.shape, *qkv.shape[1:]).permute(2, 0, 3, 1, 4).unbind(0)   # each (docs, heads, len, dim)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=b.local_mask if local else b.global_mask)
+            outs.append(o.transpose(1, 2)[b.valid])
+        return torch.cat(outs)[plan.inverse]
+
+
+class FlexBackend:
+    """flex_attention on the flat stream with a block mask (compiled on CUDA, eager elsewhere)."""
+
+    name = "flex"
+
+    def __init__(self, window: int) -> None:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        self.half = window // 2
+        self._create_block_mask = create_block_mask
+        self._flex = flex_attention
+        self._compiled = None
+
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int):
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+        doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths, output_size=total)
+        half = self.half
+
+        def same_doc(b, h, q, kv):
+            return doc[q] == doc[kv]
+
+        def same_doc_window(b, h, q, kv):
+            return (doc[q] == doc[kv]) & ((q - kv).abs() <= half)
+
+        device = str(cu_seqlens.device)
+        make = lambda fn: self._create_block_mask(fn, B=None, H=None, Q_LEN=total, KV_LEN=total, device=device)
+        return make(same_doc), make(same_doc_window)
+
+    def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
+        if not qkv.is_cuda and qkv.requires_grad:
+            raise ValueError("attention backend 'flex' has no backward pass on CPU in PyTorch; train with backend sdpa there")
+        q, k, v = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)   # each (1, heads, tokens, dim)
+        fn = self._flex
+        if qkv.is_cuda:
+            self._compiled = self._compiled or torch.compile(self._flex, dynamic=True)
+            fn = self._compiled
+        out = fn(q, k, v, block_mask=plan[1] if local else plan[0])
+        return out[0].transpose(0, 1)
+
+
+class FlashBackend:
+    """flash-attn 2 varlen kernel; needs CUDA tensors in bf16 or fp16."""
+
+    name = "flash"
+
+    def __init__(self, window: int) -> None:
+        from flash_attn import flash_attn_varlen_qkvpacked_func
+
+        self.half = window // 2
+        self._fn = flash_attn_varlen_qkvpacked_func
+
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int):
+        return cu_seqlens.to(torch.int32), max_seqlen
+
+    def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
+        cu, max_seqlen = plan
+        window = (self.half, self.half) if local else (-1, -1)
+        return self._fn(qkv.contiguous(), cu, max_seqlen, dropout_p=0.0, window_size=window)
+
+
+def make_backend(name: str, window: int):
+    """Build the named backend; `auto` picks flash-attn on CUDA when installed, else SDPA."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
+    if name == "auto":
+        name = "flash" if flash_attn_available() else "sdpa"
+    if name == "flash" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError("attention backend 'flash' needs flash-attn: pip install 'mmbert_pl[gpu]', or use backend sdpa")
+    return {"sdpa": SDPABackend, "flex": FlexBackend, "flash": FlashBackend}[name](window)

@@ -1,0 +1,123 @@
+"""The mmBERT encoder and its MLM head, with parameter names identical to HF ModernBERT.
+
+`MMBertForMaskedLM.state_dict()` keys equal `transformers.ModernBertForMaskedLM`'s, so export and
+import are a config translation plus a file copy (recipe §1.8).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import make_backend
+from .config import EncoderConfig
+from .documents import DocumentContext, position_ids_from_cu_seqlens, unpad
+from .layers import EncoderLayer, layer_norm
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_id)
+        self.norm = layer_norm(cfg)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.tok_embeddings(input_ids))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig, attn_backend: str = "auto") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backend = make_backend(attn_backend, cfg.local_window)
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i, self.backend) for i in range(cfg.num_layers))
+        self.final_norm = layer_norm(cfg)
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Hidden states (tokens, hidden) of a flat stream of documents."""
+        total = input_ids.shape[0]
+        if max_seqlen > self.cfg.max_position:
+            raise ValueError(f"a document of {max_seqlen} tokens exceeds max_position {self.cfg.max_position}")
+        ctx = DocumentContext(
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, total=total,
+            position_ids=position_ids_from_cu_seqlens(cu_seqlens, total),
+            plan=self.backend.plan(cu_seqlens, max_seqlen, total),
+        )
+        x = self.embeddings(input_ids)
+        for layer in self.layers:
+            x = layer(x, ctx)
+        return self.final_norm(x)
+
+
+class MLMHead(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.norm = layer_norm(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(x)))
+
+
+@dataclass
+class MLMOutput:
+    logits: torch.Tensor               # (labelled tokens, vocab) with labels, else (tokens, vocab)
+    loss: torch.Tensor | None = None
+    num_labels: int = 0
+
+
+class MMBertForMaskedLM(nn.Module):
+    def __init__(self, cfg: EncoderConfig, attn_backend: str = "auto") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = Encoder(cfg, attn_backend)
+        self.head = MLMHead(cfg)
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
+        self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """`full_megatron` init (recipe §1.6): truncated normal at +-cutoff*std, smaller std for output projections."""
+        cfg = self.cfg
+        out_std = cfg.init_std / math.sqrt(2.0 * cfg.num_layers)
+        for name, p in self.named_parameters():
+            if name == "decoder.bias":
+                # Never passed to the init when tied: PyTorch's default U(+-1/sqrt(fan_in)) (recipe §1.6).
+                bound = 1.0 / math.sqrt(cfg.hidden_size)
+                nn.init.uniform_(p, -bound, bound)
+            elif p.dim() == 1:
+                nn.init.ones_(p)
+            else:
+                std = out_std if name.endswith(("attn.Wo.weight", "mlp.Wo.weight")) else cfg.init_std
+                nn.init.trunc_normal_(p, 0.0, std, -cfg.init_cutoff * std, cfg.init_cutoff * std)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int,
+        labels: torch.Tensor | None = None,
+    ) -> MLMOutput:
+        """Flat stream in; with labels, the head and decoder run only where a label is set (-100 = none)."""
+        hidden = self.model(input_ids, cu_seqlens, max_seqlen)
+        if labels is None:
+            return MLMOutput(logits=self.decoder(self.head(hidden)))
+        keep = labels != -100
+        logits = self.decoder(self.head(hidden[keep]))
+        target = labels[keep]
+        loss = F.cross_entropy(logits.float(), target) if target.numel() else logits.sum() * 0.0
+        return MLMOutput(logits=logits, loss=loss, num_labels=int(target.numel()))
+
+    def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) right-padded rows, one document each -> logits (batch, seq, vocab), zeros at padding."""
+        u = unpad(input_ids, attention_mask)
+        logits = self.forward(u.input_ids, u.cu_seqlens, u.max_seqlen).logits
+        return u.repad(logits)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,63 @@
+"""One pre-norm encoder layer: attention with RoPE, then a GeGLU MLP (recipe §1.2–§1.4)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EncoderConfig
+from .documents import DocumentContext
+from .rope import apply_rope, rope_cos_sin
+
+
+def layer_norm(cfg: EncoderConfig, width: int | None = None) -> nn.LayerNorm:
+    return nn.LayerNorm(width or cfg.hidden_size, eps=cfg.norm_eps, bias=False)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: EncoderConfig, layer_id: int, backend) -> None:
+        super().__init__()
+        self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.is_global = cfg.is_global(layer_id)
+        self.theta = cfg.global_rope_theta if self.is_global else cfg.local_rope_theta
+        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
+        self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.out_drop = nn.Dropout(cfg.attn_out_dropout)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, ctx: DocumentContext) -> torch.Tensor:
+        qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)
+        if self.theta not in ctx.rope:
+            ctx.rope[self.theta] = rope_cos_sin(ctx.position_ids, self.head_dim, self.theta)
+        cos, sin = ctx.rope[self.theta]
+        q, k, v = qkv.unbind(1)
+        qkv = torch.stack((apply_rope(q, cos, sin), apply_rope(k, cos, sin), v), dim=1)
+        out = self.backend(qkv, ctx.plan, local=not self.is_global)
+        return self.out_drop(self.Wo(out.reshape(x.shape[0], -1)))
+
+
+class GeGLU(nn.Module):
+    """Wi produces [input | gate]; the first half goes through gelu."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.Wi = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp, gate = self.Wi(x).chunk(2, dim=-1)
+        return self.Wo(F.gelu(inp) * gate)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: EncoderConfig, layer_id: int, backend) -> None:
+        super().__init__()
+        # Layer 0 needs no attention norm: the embedding LayerNorm already normalised its input.
+        self.attn_norm = nn.Identity() if layer_id == 0 else layer_norm(cfg)
+        self.attn = Attention(cfg, layer_id, backend)
+        self.mlp_norm = layer_norm(cfg)
+        self.mlp = GeGLU(cfg)
+
+    def forward(self, x: torch.Tensor, ctx: DocumentContext) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), ctx)
+        return x + self.mlp(self.mlp_norm(x))

@@ -1,0 +1,59 @@
+"""Same weights, same MLM logits in our encoder and in transformers' ModernBertForMaskedLM."""
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, ModernBertConfig, ModernBertForMaskedLM
+
+from mmbert_pl.hf import export_hf, hf_config_dict, import_hf
+from mmbert_pl.model import MMBertForMaskedLM, named_config
+
+LENGTHS = [300, 129, 200, 64, 17, 1]
+
+
+def padded_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, vocab, (len(LENGTHS), max(LENGTHS)), generator=gen)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(LENGTHS):
+        mask[row, :n] = 1
+    return ids * mask, mask
+
+
+@pytest.mark.parametrize("window", [32, 128])
+def test_export_loads_in_transformers_with_same_logits(tmp_path: Path, window: int) -> None:
+    torch.manual_seed(0)
+    cfg = named_config("tiny", local_window=window, global_rope_theta=160000.0, local_rope_theta=10000.0)
+    ours = MMBertForMaskedLM(cfg, attn_backend="sdpa").eval()
+    export_hf(ours, tmp_path)
+    theirs = AutoModelForMaskedLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    assert isinstance(theirs, ModernBertForMaskedLM)
+    assert theirs.config.local_attention == window and theirs.config.mask_token_id == 4
+    ids, mask = padded_batch(cfg.vocab_size)
+    with torch.no_grad():
+        diff = (ours.forward_padded(ids, mask) - theirs(input_ids=ids, attention_mask=mask).logits)[mask.bool()]
+    assert diff.abs().max() <= 1e-4
+
+
+def test_transformers_model_imports_with_same_logits(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    cfg = named_config("tiny", global_rope_theta=160000.0, local_rope_theta=160000.0)
+    hf_cfg = ModernBertConfig(**{k: v for k, v in hf_config_dict(cfg).items() if k not in ("architectures", "model_type")})
+    theirs = ModernBertForMaskedLM(hf_cfg).eval()
+    with torch.no_grad():   # HF zero-inits the decoder bias; make the check see it
+        theirs.decoder.bias.normal_()
+    theirs.save_pretrained(tmp_path)
+    ours = import_hf(tmp_path, attn_backend="sdpa").eval()
+    assert ours.cfg == cfg
+    ids, mask = padded_batch(cfg.vocab_size)
+    with torch.no_grad():
+        diff = (ours.forward_padded(ids, mask) - theirs(input_ids=ids, attention_mask=mask).logits)[mask.bool()]
+    assert diff.abs().max() <= 1e-4
+
+
+def test_import_rejects_a_non_modernbert_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        import_hf(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="modernbert"):
+        import_hf(tmp_path)
