@@ -1,0 +1,46 @@
+"""`manifest.json`: what a shard folder holds, written atomically after each finished language.
+
+A language is complete exactly when it has an entry here; folders without one are leftovers
+of an interrupted run and are rebuilt.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def manifest_path(root: str | Path) -> Path:
+    return Path(root) / MANIFEST
+
+
+def read_manifest(root: str | Path) -> dict | None:
+    path = manifest_path(root)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is corrupt ({e}); delete the folder and run data_prep.shards again") from None
+
+
+def write_manifest(root: str | Path, manifest: dict) -> None:
+    path = manifest_path(root)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def new_manifest(row_length: int, tokenizer: dict, command: list[str], settings: dict) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "row_length": row_length,
+        "tokenizer": tokenizer,
+        "command": command,
+        "settings": settings,
+        "columns": {"input_ids": f"ndarray:uint32:{row_length}", "cu_seqlens": "ndarray:int32"},
+        "languages": {},
+    }

@@ -1,0 +1,165 @@
+"""Train or check a SentencePiece tokenizer with Gemma 2's special ids (pad 0, eos 1, bos 2, unk 3, mask 4).
+
+    python -m data_prep.tokenizer train --input DIR --out FILE.model --vocab-size N
+    python -m data_prep.tokenizer check FILE.model
+
+Training text is drawn across languages with temperature sampling (p_i ∝ chars_i^τ), so small
+languages are not drowned out; a language's text repeats when its share exceeds what it has.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import random
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .readers import BadInput, discover
+
+SPECIAL_PIECES = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "mask": "<mask>"}
+GEMMA_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    path: str
+    sha256: str
+    vocab_size: int
+    pad: int
+    eos: int
+    bos: int
+    unk: int
+    mask: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_tokenizer(path: str | Path):
+    import sentencepiece as spm
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"tokenizer {path} does not exist; train one with `python -m data_prep.tokenizer train` or pass Gemma 2's tokenizer.model")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"{path} is not a SentencePiece model ({e})") from None
+
+
+def check_tokenizer(path: str | Path) -> TokenizerInfo:
+    """Vocab size and the special ids training needs; a missing pad, eos, bos or mask is an error."""
+    sp = load_tokenizer(path)
+    ids = {"pad": sp.pad_id(), "eos": sp.eos_id(), "bos": sp.bos_id(), "unk": sp.unk_id()}
+    mask = sp.piece_to_id(SPECIAL_PIECES["mask"])
+    ids["mask"] = mask if mask != sp.unk_id() else -1
+    missing = [name for name in ("pad", "eos", "bos", "mask") if ids[name] < 0]
+    if missing:
+        raise ValueError(
+            f"tokenizer {path} has no {', '.join(missing)} id (vocab {sp.get_piece_size()}); MLM training needs "
+            f"pad, eos, bos and a '<mask>' piece. Use Gemma 2's tokenizer.model or train one with data_prep.tokenizer"
+        )
+    return TokenizerInfo(path=str(Path(path).resolve()), sha256=file_sha256(path), vocab_size=sp.get_piece_size(), **ids)
+
+
+def sample_sentences(input_dir: str | Path, temperature: float, total_chars: int, seed: int, chunk_chars: int = 2000) -> Iterator[str]:
+    """Training text: each language's share ∝ chars^τ of `total_chars`, documents cut to `chunk_chars`."""
+    sources = discover(input_dir)
+    texts: dict[str, list[str]] = {}
+    for label, src in sources.items():
+        docs = [t for _, t in src.records(BadInput())]
+        texts[label] = [d[i : i + chunk_chars] for d in docs for i in range(0, len(d), chunk_chars)]
+    sizes = {k: sum(map(len, v)) for k, v in texts.items() if v}
+    weights = {k: n**temperature for k, n in sizes.items()}
+    norm = sum(weights.values())
+    rng = random.Random(seed)
+    for label, w in sorted(weights.items()):
+        budget, pieces = total_chars * w / norm, texts[label]
+        order = list(range(len(pieces)))
+        taken = 0
+        while taken < budget:
+            rng.shuffle(order)
+            for i in order:
+                yield pieces[i]
+                taken += len(pieces[i])
+                if taken >= budget:
+                    break
+
+
+def train_tokenizer(input_dir: str | Path, out: str | Path, vocab_size: int, model_type: str = "unigram",
+                    temperature: float = 0.3, sample_chars: int = 20_000_000, seed: int = 0,
+                    character_coverage: float = 0.9995, threads: int = 2) -> TokenizerInfo:
+    import sentencepiece as spm
+
+    if vocab_size < 300:
+        raise ValueError(f"vocab size {vocab_size} is too small: byte fallback alone takes 256 pieces plus 5 specials")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=sample_sentences(input_dir, temperature, sample_chars, seed),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        byte_fallback=True,
+        split_digits=True,
+        character_coverage=character_coverage,
+        hard_vocab_limit=False,
+        pad_id=GEMMA_IDS["pad"], eos_id=GEMMA_IDS["eos"], bos_id=GEMMA_IDS["bos"], unk_id=GEMMA_IDS["unk"],
+        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        user_defined_symbols=[SPECIAL_PIECES["mask"]],
+        input_sentence_size=0,
+        max_sentence_length=8192,
+        num_threads=threads,
+        minloglevel=2,
+    )
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_bytes(model.getvalue())
+    tmp.replace(out)
+    return check_tokenizer(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data_prep.tokenizer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a SentencePiece model on a folder of per-language text")
+    t.add_argument("--input", required=True, help="folder of <lang>_<Script>.txt / .jsonl(.gz) / <lang>_<Script>/train/*.parquet")
+    t.add_argument("--out", required=True, help="where to write FILE.model")
+    t.add_argument("--vocab-size", type=int, required=True)
+    t.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
+    t.add_argument("--temperature", type=float, default=0.3, help="language sampling temperature τ (p ∝ chars^τ)")
+    t.add_argument("--sample-chars", type=int, default=20_000_000, help="characters of training text drawn in all")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    c = sub.add_parser("check", help="report vocab size and special ids of any SentencePiece model")
+    c.add_argument("model")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "train":
+            if args.temperature <= 0:
+                raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+            info = train_tokenizer(args.input, args.out, args.vocab_size, args.model_type, args.temperature,
+                                   args.sample_chars, args.seed, threads=args.threads)
+        else:
+            info = check_tokenizer(args.model)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for key, value in info.to_dict().items():
+        print(f"{key:10s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Shards from the bundled sample: format, accounting, efficiency, resumability, bad input."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from data_prep.manifest import read_manifest
+from data_prep.shards import ShardSettings, build_shards
+from data_prep.tokenizer import train_tokenizer
+
+
+def test_streaming_reads_our_shards_without_our_code(shard_dir: Path, tokenizer_model: Path) -> None:
+    from streaming import StreamingDataset
+
+    manifest = read_manifest(shard_dir)
+    for label in ("eng_Latn", "tir_Ethi"):
+        ds = StreamingDataset(local=str(shard_dir / label), split="train", shuffle=False, batch_size=1)
+        assert len(ds) == manifest["languages"][label]["train"]["rows"]
+        tokens = 0
+        for row in ds:
+            ids, cu = row["input_ids"], row["cu_seqlens"]
+            assert ids.dtype == np.uint32 and ids.shape == (1024,)
+            assert cu[0] == 0 and np.all(np.diff(cu) > 0) and np.all(ids[cu[-1]:] == 0)
+            assert np.all(ids[: cu[-1]] < 4096)
+            tokens += int(cu[-1])
+        assert tokens == manifest["languages"][label]["train"]["tokens"]
+
+
+def test_manifest_accounts_for_every_document(shard_dir: Path, sample_dir: Path, tokenizer_model: Path) -> None:
+    manifest = read_manifest(shard_dir)
+    assert manifest["row_length"] == 1024 and len(manifest["languages"]) == 40
+    assert manifest["tokenizer"]["vocab_size"] == 4096
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    for label, entry in manifest["languages"].items():
+        docs = (sample_dir / f"{label}.txt").read_text(encoding="utf-8").splitlines()
+        assert entry["train"]["docs"] + entry["val"]["docs"] == len(docs)
+        expected = sum(len(ids) + 2 for ids in sp.encode(docs))
+        assert entry["train"]["tokens"] + entry["val"]["tokens"] + entry["dropped_tail_tokens"] == expected
+        assert entry["train"]["packing_efficiency"] >= 0.99, label
+    assert any(e["val"]["rows"] > 0 for e in manifest["languages"].values())
+
+
+def test_rerun_skips_complete_languages(shard_dir: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in shard_dir.rglob("*.mds*")}
+    build_shards(sample_dir, tokenizer_model, shard_dir, ShardSettings(row_length=1024, val_fraction=0.1), show_progress=False)
+    assert {p: p.stat().st_mtime_ns for p in shard_dir.rglob("*.mds*")} == before
+
+
+def rows_of(root: Path) -> dict[str, list[bytes]]:
+    from streaming import StreamingDataset
+
+    out = {}
+    for label in read_manifest(root)["languages"]:
+        ds = StreamingDataset(local=str(root / label), split="train", shuffle=False, batch_size=1)
+        out[label] = [ds[i]["input_ids"].tobytes() for i in range(len(ds))]
+    return out
+
+
+@pytest.mark.slow
+def test_killed_run_completes_on_rerun_with_nothing_lost(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "data_prep.shards", "--input", str(sample_dir), "--tokenizer", str(tokenizer_model),
+           "--row-length", "256", "--val-fraction", "0.1", "--no-progress", "--shard-size", "16kb"]
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    assert subprocess.run([*cmd, "--out", str(reference)], capture_output=True).returncode == 0
+    proc = subprocess.Popen([*cmd, "--out", str(interrupted)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = read_manifest(interrupted) if (interrupted / "manifest.json").exists() else None
+        if m and len(m["languages"]) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(read_manifest(interrupted)["languages"])
+    assert 3 <= done < 40, "the kill must land mid-way"
+    assert subprocess.run([*cmd, "--out", str(interrupted)], capture_output=True).returncode == 0
+    assert not list(interrupted.glob(".tmp-*"))
+    assert rows_of(interrupted) == rows_of(reference)
+
+
+def test_input_layouts_give_identical_shards(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = {label: (sample_dir / f"{label}.txt").read_text(encoding="utf-8").splitlines() for label in ("fao_Latn", "tir_Ethi")}
+    layouts = {name: tmp_path / name for name in ("txt", "jsonl", "parquet")}
+    for label, lines in docs.items():
+        layouts["txt"].mkdir(exist_ok=True)
+        (layouts["txt"] / f"{label}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        layouts["jsonl"].mkdir(exist_ok=True)
+        with gzip.open(layouts["jsonl"] / f"{label}.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(lines))
+        (layouts["parquet"] / label / "train").mkdir(parents=True)
+        half = len(lines) // 2
+        for part, chunk in enumerate((lines[:half], lines[half:])):
+            pq.write_table(pa.table({"text": chunk}), layouts["parquet"] / label / "train" / f"{part:03d}.parquet")
+    results = {}
+    for name, folder in layouts.items():
+        out = tmp_path / f"out-{name}"
+        build_shards(folder, tokenizer_model, out, ShardSettings(row_length=256, val_fraction=0.1), show_progress=False)
+        results[name] = rows_of(out)
+    assert results["txt"] == results["jsonl"] == results["parquet"]
+    assert all(results["txt"][label] for label in docs)
+
+
+def test_bad_records_are_counted_and_skipped(tmp_path: Path, tokenizer_model: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "eng_Latn.txt").write_bytes(b"good one\n\n   \nbad \xff\xfe bytes\n" + b"x" * 5000 + b"\nanother good one\n")
+    (src / "fao_Latn.txt").write_bytes(b"")
+    (src / "README.md").write_text("ignored")
+    manifest = build_shards(src, tokenizer_model, tmp_path / "out", ShardSettings(row_length=64, val_fraction=0.0, max_chars=1000), show_progress=False)
+    bad = manifest["languages"]["eng_Latn"]["bad"]
+    assert bad == {"undecodable": 1, "empty": 2, "too_long": 1, "empty_files": 0}
+    assert manifest["languages"]["eng_Latn"]["train"]["docs"] == 2
+    assert manifest["languages"]["fao_Latn"]["bad"]["empty_files"] == 1
+
+
+def test_clear_errors_before_any_work(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "data_prep.shards", *args], capture_output=True, text=True)
+
+    base = ["--tokenizer", str(tokenizer_model), "--row-length", "256"]
+    bad_name = tmp_path / "bad_name"
+    bad_name.mkdir()
+    (bad_name / "english.txt").write_text("hello\n")
+    r = cli("--input", str(bad_name), "--out", str(tmp_path / "o1"), *base)
+    assert r.returncode == 2 and "english.txt" in r.stderr and "<iso639-3>_<Script>" in r.stderr
+    assert not (tmp_path / "o1").exists()
+
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    (unknown / "eng_Latn.csv.bz2").write_text("x")
+    r = cli("--input", str(unknown), "--out", str(tmp_path / "o2"), *base)
+    assert r.returncode == 2 and "unknown layout" in r.stderr
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("--input", str(sample_dir), "--out", str(blocker / "sub"), *base)
+    assert r.returncode == 2 and "not writable" in r.stderr
+
+    out = tmp_path / "o3"
+    assert cli("--input", str(sample_dir), "--out", str(out), "--languages", "fao_Latn", *base, "--no-progress").returncode == 0
+    one_language = tmp_path / "one_language"
+    one_language.mkdir()
+    shutil.copy(sample_dir / "fao_Latn.txt", one_language)
+    other = train_tokenizer(one_language, tmp_path / "other.model", vocab_size=400).path
+    r = cli("--input", str(sample_dir), "--out", str(out), "--tokenizer", str(other), "--row-length", "256")
+    assert r.returncode == 2 and "another tokenizer" in r.stderr
+    r = cli("--input", str(sample_dir), "--out", str(out), *base[:2], "--row-length", "512")
+    assert r.returncode == 2 and "256" in r.stderr
+    assert list(read_manifest(out)["languages"]) == ["fao_Latn"]
