@@ -1,0 +1,45 @@
+"""MLM masking, done on the device inside `training_step` (ecosystem-notes §2.4; recipe §3).
+
+Each non-padding position is chosen with probability p; of the chosen, 80% become `<mask>`,
+10% a random ordinary token (never a special id), 10% stay. The generator is seeded from
+(seed, step, rank, micro-batch), so a resumed run masks exactly like an uninterrupted one.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def mask_seed(seed: int, step: int, rank: int, micro: int) -> int:
+    """A 63-bit seed that differs for every (seed, step, rank, micro-batch)."""
+    x = (seed * 1_000_003 + step) * 1_000_033 + rank
+    x = x * 1_000_037 + micro
+    return x % (2**63 - 1)
+
+
+def mlm_mask(
+    input_ids: torch.Tensor,
+    ratio: float,
+    mask_id: int,
+    random_pool: torch.Tensor,
+    generator: torch.Generator,
+    maskable: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels): labels hold the original id where chosen, -100 elsewhere.
+
+    `random_pool` lists the ids random replacement may draw (the tokenizer's ordinary pieces);
+    `maskable` (bool, same shape) excludes padding; by default every position is maskable.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
+    device = input_ids.device
+    u = torch.rand(input_ids.shape, generator=generator, device=generator.device).to(device)
+    chosen = u < ratio
+    if maskable is not None:
+        chosen &= maskable
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    to_mask = u < 0.8 * ratio
+    to_random = (u >= 0.8 * ratio) & (u < 0.9 * ratio) & chosen
+    picks = torch.randint(len(random_pool), input_ids.shape, generator=generator, device=generator.device).to(device)
+    inputs = torch.where(to_mask & chosen, torch.full_like(input_ids, mask_id), input_ids)
+    inputs = torch.where(to_random, random_pool.to(device)[picks], inputs)
+    return inputs, labels

@@ -1,0 +1,77 @@
+"""StableAdamW against the formula of recipe §4; masking statistics on >= 100k tokens."""
+import math
+
+import pytest
+import torch
+
+from mmbert_pl.masking import mask_seed, mlm_mask
+from mmbert_pl.model import MMBertForMaskedLM, named_config
+from mmbert_pl.optim import StableAdamW, parameter_groups
+
+
+def reference_step(theta, m, v, g, t, lr, max_lr, wd, b1=0.9, b2=0.95, eps=1e-8):
+    bb1 = (b1**t - b1) / (b1**t - 1)
+    bb2 = (b2**t - b2) / (b2**t - 1)
+    m = bb1 * m + (1 - bb1) * g
+    v = bb2 * v + (1 - bb2) * g * g
+    r = math.sqrt(float((g * g / torch.clamp(v, min=eps * eps)).mean()))
+    eta = lr / max(1.0, r)
+    theta = theta * (1 - eta / max_lr * wd)
+    theta = theta - eta * m / (v.sqrt() + eps)
+    return theta, m, v
+
+
+def test_stable_adamw_matches_the_formula() -> None:
+    gen = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(8, 5, generator=gen, dtype=torch.float64))
+    opt = StableAdamW([p], lr=8e-4, weight_decay=8e-5)
+    theta, m, v = p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)
+    for t, lr in enumerate([8e-4, 6e-4, 4e-4, 1e-4, 5e-5], start=1):
+        g = torch.randn(8, 5, generator=gen, dtype=torch.float64) * (10 if t == 2 else 1)   # a spike: clipping acts
+        for group in opt.param_groups:
+            group["lr"] = lr
+        p.grad = g.clone()
+        opt.step()
+        theta, m, v = reference_step(theta, m, v, g, t, lr, 8e-4, 8e-5)
+        assert torch.allclose(p.detach(), theta, atol=1e-12, rtol=1e-10)
+
+
+def test_no_decay_on_norms_and_biases() -> None:
+    model = MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa")
+    decay, no_decay = parameter_groups(model, 8e-5)
+    assert all(p.ndim == 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_parameters()
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 8e-5
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.05])
+def test_masking_statistics(ratio: float) -> None:
+    gen = torch.Generator().manual_seed(mask_seed(0, 10, 0, 0))
+    ids = torch.randint(5, 4096, (200_000,), generator=gen)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[-20_000:] = False                      # padding at the tail
+    pool = torch.arange(5, 4096)
+    inputs, labels = mlm_mask(ids, ratio, 4, pool, gen, maskable)
+    chosen = labels != -100
+    assert not chosen[-20_000:].any() and torch.equal(inputs[-20_000:], ids[-20_000:])
+    assert abs(chosen[:-20_000].float().mean().item() - ratio) <= 0.01
+    n = chosen.sum().item()
+    masked = (inputs == 4) & chosen
+    kept = (inputs == ids) & chosen
+    replaced = chosen & ~masked & ~kept
+    assert abs(masked.sum().item() / n - 0.8) <= 0.01
+    assert abs(kept.sum().item() / n - 0.1) <= 0.01 + 1 / 4091    # a random pick may equal the original
+    assert abs(replaced.sum().item() / n - 0.1) <= 0.01
+    assert inputs[replaced].min() >= 5                              # never a special id
+    assert torch.equal(labels[chosen], ids[chosen])
+
+
+def test_masking_is_reproducible_from_the_seed() -> None:
+    ids = torch.randint(5, 4096, (5000,))
+    pool = torch.arange(5, 4096)
+    a = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(mask_seed(1, 7, 0, 2)))
+    b = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(mask_seed(1, 7, 0, 2)))
+    c = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(mask_seed(1, 8, 0, 2)))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+    with pytest.raises(ValueError, match="mask ratio"):
+        mlm_mask(ids, 1.0, 4, pool, torch.Generator())
