@@ -73,6 +73,13 @@ def check_tokenizer(path: str | Path) -> TokenizerInfo:
     return TokenizerInfo(path=str(Path(path).resolve()), sha256=file_sha256(path), vocab_size=sp.get_piece_size(), **ids)
 
 
+def ordinary_ids(path: str | Path) -> list[int]:
+    """Ids that MLM's random replacement may draw: every piece but control, unknown, unused and user-defined ones."""
+    sp = load_tokenizer(path)
+    return [i for i in range(sp.get_piece_size())
+            if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) or sp.id_to_piece(i) == SPECIAL_PIECES["mask"])]
+
+
 def sample_sentences(input_dir: str | Path, temperature: float, total_chars: int, seed: int, chunk_chars: int = 2000) -> Iterator[str]:
     """Training text: each language's share ∝ chars^τ of `total_chars`, documents cut to `chunk_chars`."""
     sources = discover(input_dir)

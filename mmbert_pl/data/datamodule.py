@@ -1,0 +1,93 @@
+"""Language-mixture DataModule over data_prep's shards with MosaicML streaming.
+
+For a language set L and temperature τ it builds fresh `Stream`s with the mixture's proportions,
+one `StreamingDataset` and a `StreamingDataLoader` (whose state Lightning saves for exact resume).
+Validation is one loader per language over its held-out rows.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+
+from data_prep.languages import labels_for
+from data_prep.manifest import read_manifest
+
+from .mixture import Mixture, temperature_mixture
+from .rows import collate_rows
+
+
+def export_rank_env(trainer: L.Trainer | None) -> None:
+    """streaming reads the rank from the environment; Lightning does not set RANK or LOCAL_WORLD_SIZE."""
+    if trainer is None:
+        return
+    os.environ.update(RANK=str(trainer.global_rank), WORLD_SIZE=str(trainer.world_size),
+                      LOCAL_RANK=str(trainer.local_rank), LOCAL_WORLD_SIZE=str(trainer.num_devices))
+
+
+class MixtureDataModule(L.LightningDataModule):
+    def __init__(self, root: str, languages: str | list[str], temperature: float, budget_tokens: float,
+                 micro_batch: int, seed: int = 21, num_workers: int = 0, max_epochs: float = 5.0,
+                 num_canonical_nodes: int = 1, vocab_size: int | None = None) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.languages, self.temperature, self.budget = languages, temperature, budget_tokens
+        self.micro_batch, self.seed, self.num_workers = micro_batch, seed, num_workers
+        self.max_epochs, self.num_canonical_nodes, self.vocab_size = max_epochs, num_canonical_nodes, vocab_size
+        self.manifest = self._checked_manifest()
+        self.labels = self._resolve_labels()
+        tokens = {k: self.manifest["languages"][k]["train"]["tokens"] for k in self.labels}
+        self.mixture: Mixture = temperature_mixture(tokens, temperature, budget_tokens, max_epochs)
+
+    def _checked_manifest(self) -> dict:
+        manifest = read_manifest(self.root)
+        if manifest is None:
+            raise ValueError(f"{self.root} has no manifest.json; build shards with `python -m data_prep.shards --out {self.root} ...`")
+        vocab = manifest["tokenizer"]["vocab_size"]
+        if self.vocab_size is not None and vocab != self.vocab_size:
+            raise ValueError(f"shards in {self.root} were tokenized with a vocab of {vocab}, the model has {self.vocab_size}; "
+                             f"set model.vocab_size={vocab} or use shards made with the model's tokenizer")
+        for label in manifest["languages"]:
+            index = self.root / label / "train" / "index.json"
+            if not index.exists():
+                raise ValueError(f"shard index {index} is missing; rerun data_prep.shards on {self.root}")
+        return manifest
+
+    def _resolve_labels(self) -> list[str]:
+        available = sorted(self.manifest["languages"])
+        labels = labels_for(self.languages, available) if isinstance(self.languages, str) else list(self.languages)
+        missing = sorted(set(labels) - set(available))
+        if missing:
+            raise ValueError(f"languages {missing} have no data in {self.root}; it holds {available}")
+        if not labels:
+            raise ValueError(f"language set {self.languages!r} matches none of the {len(available)} languages in {self.root}")
+        return labels
+
+    @property
+    def row_length(self) -> int:
+        return self.manifest["row_length"]
+
+    def train_dataloader(self):
+        from streaming import Stream, StreamingDataLoader, StreamingDataset
+
+        export_rank_env(self.trainer)
+        streams = [Stream(local=str(self.root / k), split="train", proportion=self.mixture.shares[k]) for k in self.labels]
+        rows = max(1, int(round(self.budget / self.row_length)))
+        ds = StreamingDataset(streams=streams, epoch_size=rows, shuffle=True, shuffle_seed=self.seed,
+                              batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
+        return StreamingDataLoader(ds, batch_size=self.micro_batch, collate_fn=collate_rows,
+                                   num_workers=self.num_workers, drop_last=True)
+
+    def val_labels(self) -> list[str]:
+        return [k for k in self.labels if self.manifest["languages"][k]["val"]["rows"] > 0]
+
+    def val_dataloader(self):
+        from streaming import StreamingDataLoader, StreamingDataset
+
+        export_rank_env(self.trainer)
+        loaders = []
+        for k in self.val_labels():
+            ds = StreamingDataset(local=str(self.root / k), split="val", shuffle=False, batch_size=self.micro_batch)
+            loaders.append(StreamingDataLoader(ds, batch_size=self.micro_batch, collate_fn=collate_rows, num_workers=0))
+        return loaders

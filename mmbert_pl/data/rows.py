@@ -1,0 +1,27 @@
+"""Packed rows from the shards -> one flat stream of documents for the encoder.
+
+A batch holds `input_ids` (rows, row_length) and `cu_seqlens` (rows, max pieces + 1) padded by
+repeating each row's last boundary. Padding tokens are dropped: the encoder never computes them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def collate_rows(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """input_ids first: StreamingDataLoader counts samples with len() of the first value."""
+    width = max(len(s["cu_seqlens"]) for s in samples)
+    cu = np.stack([np.pad(s["cu_seqlens"], (0, width - len(s["cu_seqlens"])), mode="edge") for s in samples])
+    ids = np.stack([s["input_ids"] for s in samples]).astype(np.int64)
+    return {"input_ids": torch.from_numpy(ids), "cu_seqlens": torch.from_numpy(cu.astype(np.int32))}
+
+
+def flatten_rows(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(flat ids, flat cu_seqlens, max document length) of the non-padding tokens, rows in order."""
+    used = cu_seqlens[:, -1]
+    keep = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] < used[:, None]
+    lengths = (cu_seqlens[:, 1:] - cu_seqlens[:, :-1]).flatten()
+    lengths = lengths[lengths > 0]
+    flat_cu = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+    return input_ids[keep], flat_cu, int(lengths.max())

@@ -1,0 +1,59 @@
+"""A real Lightning Trainer over the sample's shards with the language-mixture DataModule."""
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from data_prep.tokenizer import ordinary_ids
+from mmbert_pl.data.datamodule import MixtureDataModule
+from mmbert_pl.data.rows import collate_rows, flatten_rows
+from mmbert_pl.model import named_config
+from mmbert_pl.module import MLMModule
+
+
+def test_flatten_rows_drops_padding_and_keeps_boundaries() -> None:
+    import numpy as np
+
+    samples = [
+        {"input_ids": np.array([2, 7, 1, 2, 8, 1, 0, 0], np.uint32), "cu_seqlens": np.array([0, 3, 6], np.int32)},
+        {"input_ids": np.array([2, 5, 6, 9, 9, 9, 9, 1], np.uint32), "cu_seqlens": np.array([0, 8], np.int32)},
+    ]
+    batch = collate_rows(samples)
+    ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
+    assert ids.tolist() == [2, 7, 1, 2, 8, 1, 2, 5, 6, 9, 9, 9, 9, 1]
+    assert cu.tolist() == [0, 3, 6, 14] and max_len == 8
+
+
+def test_datamodule_errors_name_the_problem(shard_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no manifest.json"):
+        MixtureDataModule(str(tmp_path), "pretrain", 0.7, 1e5, 4)
+    with pytest.raises(ValueError, match="vocab of 4096"):
+        MixtureDataModule(str(shard_dir), "pretrain", 0.7, 1e5, 4, vocab_size=256000)
+    with pytest.raises(ValueError, match="xyz_Latn"):
+        MixtureDataModule(str(shard_dir), ["eng_Latn", "xyz_Latn"], 0.7, 1e5, 4)
+
+
+def test_language_sets_select_the_sample_languages(shard_dir: Path) -> None:
+    pre = MixtureDataModule(str(shard_dir), "pretrain", 0.7, 1e5, 4)
+    ext = MixtureDataModule(str(shard_dir), "ext", 0.5, 1e5, 4)
+    all_ = MixtureDataModule(str(shard_dir), "decay_all", 0.3, 1e5, 4)
+    assert (len(pre.labels), len(ext.labels), len(all_.labels)) == (20, 30, 40)
+    assert "fao_Latn" in all_.labels and "fao_Latn" not in ext.labels and "cat_Latn" in ext.labels
+
+
+def test_lightning_fit_lowers_the_loss(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    dm = MixtureDataModule(str(shard_dir), "decay_all", 0.5, budget_tokens=40 * 4 * 1024, micro_batch=4, vocab_size=4096)
+    module = MLMModule(named_config("tiny"), random_pool=ordinary_ids(tokenizer_model), mask_ratio=0.3, lr=3e-3,
+                       val_languages=dm.val_labels(), attn_backend="sdpa")
+    trainer = L.Trainer(max_steps=40, accelerator="cpu", logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=2, val_check_interval=20, num_sanity_val_steps=0,
+                        log_every_n_steps=1)
+    trainer.fit(module, datamodule=dm)
+    import csv
+
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) >= 5 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+    assert any(r.get("val/loss") for r in rows) and any(r.get("val/eng_Latn/acc") for r in rows)
