@@ -114,23 +114,30 @@ def train_tokenizer(input_dir: str | Path, out: str | Path, vocab_size: int, mod
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=sample_sentences(input_dir, temperature, sample_chars, seed),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        byte_fallback=True,
-        split_digits=True,
-        character_coverage=character_coverage,
-        hard_vocab_limit=False,
-        pad_id=GEMMA_IDS["pad"], eos_id=GEMMA_IDS["eos"], bos_id=GEMMA_IDS["bos"], unk_id=GEMMA_IDS["unk"],
-        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-        user_defined_symbols=[SPECIAL_PIECES["mask"]],
-        input_sentence_size=0,
-        max_sentence_length=8192,
-        num_threads=threads,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=sample_sentences(input_dir, temperature, sample_chars, seed),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            byte_fallback=True,
+            split_digits=True,
+            # Gemma 2's normalisation: no dummy prefix, whitespace kept as is, no Unicode rule.
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            normalization_rule_name="identity",
+            character_coverage=character_coverage,
+            hard_vocab_limit=False,
+            pad_id=GEMMA_IDS["pad"], eos_id=GEMMA_IDS["eos"], bos_id=GEMMA_IDS["bos"], unk_id=GEMMA_IDS["unk"],
+            pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+            user_defined_symbols=[SPECIAL_PIECES["mask"]],
+            input_sentence_size=0,
+            max_sentence_length=8192,
+            num_threads=threads,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise ValueError(f"SentencePiece could not train on {input_dir}: {str(e).splitlines()[-1]}") from None
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_bytes(model.getvalue())
     tmp.replace(out)

@@ -57,3 +57,16 @@ def test_import_rejects_a_non_modernbert_directory(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="modernbert"):
         import_hf(tmp_path)
+
+
+def test_exported_tokenizer_matches_sentencepiece(tmp_path: Path, tokenizer_model: Path) -> None:
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    ours = MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa")
+    export_hf(ours, tmp_path, tokenizer_model=tokenizer_model)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, tok.mask_token_id) == (0, 1, 2, 4)
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    text = "Welsh AMs worried about  'looking like muppets' — Ελληνικά 12345 ፊደል"
+    assert tok(text)["input_ids"] == [2, *sp.encode(text), 1]     # the framing data_prep uses
