@@ -42,8 +42,8 @@ class BestFitPacker:
     """Each piece goes to the open row with the least space that still fits it.
 
     When no row fits and all `open_rows` are taken, the fullest row is closed after taking the head
-    of the piece (both parts keep >= `min_split` tokens), so a closed row wastes < `min_split` slots. `finish` fills the last rows sequentially, so at most one
-    partial row remains.
+    of the piece (both parts keep >= `min_split` tokens), so a closed row wastes < `min_split` slots.
+    `finish` fills the last rows sequentially, so at most one partial row remains.
     """
 
     def __init__(self, row_length: int, open_rows: int = 32, min_split: int = 8) -> None:

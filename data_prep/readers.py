@@ -29,9 +29,6 @@ class BadInput:
     too_long: int = 0
     empty_files: int = 0
 
-    def total(self) -> int:
-        return self.undecodable + self.empty + self.too_long + self.empty_files
-
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 

@@ -27,6 +27,7 @@ from .packing import BestFitPacker, frame_and_split
 from .readers import BadInput, LanguageSource, discover
 from .tokenizer import TokenizerInfo, check_tokenizer, load_tokenizer
 
+
 @dataclass(frozen=True)
 class ShardSettings:
     row_length: int
@@ -132,7 +133,7 @@ def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo,
             is_val = index in val_set if val_set is not None else holdout_score(s.seed, index) < s.val_fraction
             (val if is_val else train).add(pieces)
         if progress is not None:
-            progress.put((source.label, n_tokens, len(batch)))
+            progress.put((source.label, n_tokens))
         batch.clear()
 
     for record in source.records(bad, s.text_field, s.max_chars):
@@ -193,13 +194,16 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
         print(f"skipping {len(done & set(sources))} complete languages in {out}", file=sys.stderr)
     start = time.perf_counter()
     with _Progress(len(todo), show_progress) as bars:
+
+        def record(label: str, entry: dict) -> None:
+            bars.drain()
+            manifest["languages"][label] = entry
+            write_manifest(out, manifest)
+            bars.done(label)
+
         if workers <= 1:
             for src in todo:
-                entry = process_language(src, out, tok, settings, bars)
-                bars.drain()
-                manifest["languages"][src.label] = entry
-                write_manifest(out, manifest)
-                bars.done(src.label)
+                record(src.label, process_language(src, out, tok, settings, bars))
         else:
             ctx = mp.get_context("fork")
             queue = ctx.Queue()
@@ -209,14 +213,10 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
                 for _ in todo:
                     while True:
                         try:
-                            label, entry = results.next(timeout=0.2)
+                            record(*results.next(timeout=0.2))
                             break
                         except mp.TimeoutError:
                             bars.drain()
-                    bars.drain()
-                    manifest["languages"][label] = entry
-                    write_manifest(out, manifest)
-                    bars.done(label)
     manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
     write_manifest(out, manifest)
     return manifest
@@ -236,8 +236,8 @@ class _Progress:
         self.start = time.perf_counter()
         self.bars: dict[str, object] = {}
 
-    def put(self, message: tuple[str, int, int]) -> None:
-        label, tokens, _ = message
+    def put(self, message: tuple[str, int]) -> None:
+        label, tokens = message
         if label not in self.bars:
             self.bars[label] = self._tqdm(desc=label, unit="tok", unit_scale=True, leave=False, disable=not self.enabled)
         self.bars[label].update(tokens)

@@ -59,10 +59,7 @@ def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Unpadded:
 
 @dataclass
 class DocumentContext:
-    """What every layer of one forward pass shares: boundaries, positions, RoPE tables, backend plan."""
-    cu_seqlens: torch.Tensor
-    max_seqlen: int
-    total: int
+    """What every layer of one forward pass shares: positions, RoPE tables (per θ), the backend's plan."""
     position_ids: torch.Tensor
-    plan: Any = None
+    plan: Any
     rope: dict[float, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)

@@ -43,7 +43,6 @@ class Encoder(nn.Module):
         if max_seqlen > self.cfg.max_position:
             raise ValueError(f"a document of {max_seqlen} tokens exceeds max_position {self.cfg.max_position}")
         ctx = DocumentContext(
-            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, total=total,
             position_ids=position_ids_from_cu_seqlens(cu_seqlens, total),
             plan=self.backend.plan(cu_seqlens, max_seqlen, total),
         )
