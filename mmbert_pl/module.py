@@ -41,6 +41,7 @@ class MLMModule(L.LightningModule):
         out = self.model(inputs, cu, max_len, labels=labels)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/mask_ratio", self.mask_ratio)
+        self.log("global_step", float(self.global_step))
         return out.loss
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -17,6 +17,7 @@ import sentencepiece as spm
 from data_prep.manifest import read_manifest
 from data_prep.shards import ShardSettings, build_shards
 from data_prep.tokenizer import train_tokenizer
+from tests.shard_rows import rows_of
 
 
 def test_streaming_reads_our_shards_without_our_code(shard_dir: Path, tokenizer_model: Path) -> None:
@@ -54,16 +55,6 @@ def test_rerun_skips_complete_languages(shard_dir: Path, tokenizer_model: Path, 
     before = {p: p.stat().st_mtime_ns for p in shard_dir.rglob("*.mds*")}
     build_shards(sample_dir, tokenizer_model, shard_dir, ShardSettings(row_length=1024, val_fraction=0.1), show_progress=False)
     assert {p: p.stat().st_mtime_ns for p in shard_dir.rglob("*.mds*")} == before
-
-
-def rows_of(root: Path) -> dict[str, list[bytes]]:
-    from streaming import StreamingDataset
-
-    out = {}
-    for label in read_manifest(root)["languages"]:
-        ds = StreamingDataset(local=str(root / label), split="train", shuffle=False, batch_size=1)
-        out[label] = [ds[i]["input_ids"].tobytes() for i in range(len(ds))]
-    return out
 
 
 @pytest.mark.slow

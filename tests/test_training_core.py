@@ -57,3 +57,21 @@ def test_lightning_fit_lowers_the_loss(shard_dir: Path, tokenizer_model: Path, t
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 5 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
     assert any(r.get("val/loss") for r in rows) and any(r.get("val/eng_Latn/acc") for r in rows)
+
+
+def test_drawn_rows_follow_the_mixture(shard_dir: Path) -> None:
+    """Languages of the rows the loader yields match the mixture shares (chi-square, 39 df, p = 0.001)."""
+    import numpy as np
+
+    from tests.shard_rows import rows_of
+
+    owner = {row: label for label, rows in rows_of(shard_dir).items() for row in rows}
+    dm = MixtureDataModule(str(shard_dir), "decay_all", 0.3, budget_tokens=2000 * 1024, micro_batch=8)
+    counts = dict.fromkeys(dm.labels, 0)
+    for batch in dm.train_dataloader():
+        for row in batch["input_ids"].numpy().astype(np.uint32):
+            counts[owner[row.tobytes()]] += 1
+    total = sum(counts.values())
+    expected = {k: dm.mixture.shares[k] * total for k in counts}
+    chi2 = sum((counts[k] - expected[k]) ** 2 / expected[k] for k in counts)
+    assert total >= 1900 and chi2 < 73.4, (chi2, counts)

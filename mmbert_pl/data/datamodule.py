@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+from torch.utils.data import DataLoader, Subset
 
 from data_prep.languages import labels_for
 from data_prep.manifest import read_manifest
@@ -82,12 +83,17 @@ class MixtureDataModule(L.LightningDataModule):
     def val_labels(self) -> list[str]:
         return [k for k in self.labels if self.manifest["languages"][k]["val"]["rows"] > 0]
 
-    def val_dataloader(self):
-        from streaming import StreamingDataLoader, StreamingDataset
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per language, all reading one StreamingDataset by sample id.
+
+        Each StreamingDataset holds its shared memory (dozens of file descriptors) for the life of the
+        process, so a dataset per language would exhaust descriptors at mmBERT's 1833 languages.
+        """
+        from streaming import Stream, StreamingDataset
 
         export_rank_env(self.trainer)
-        loaders = []
-        for k in self.val_labels():
-            ds = StreamingDataset(local=str(self.root / k), split="val", shuffle=False, batch_size=self.micro_batch)
-            loaders.append(StreamingDataLoader(ds, batch_size=self.micro_batch, collate_fn=collate_rows, num_workers=0))
-        return loaders
+        labels = self.val_labels()
+        ds = StreamingDataset(streams=[Stream(local=str(self.root / k), split="val") for k in labels], shuffle=False,
+                              batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
+        return [DataLoader(Subset(ds, range(int(start), int(start + n))), batch_size=self.micro_batch, collate_fn=collate_rows)
+                for start, n in zip(ds.sample_offset_per_stream, ds.samples_per_stream)]

@@ -1,0 +1,118 @@
+"""The run's config schema: Hydra rejects unknown keys and wrong types at compose time with it;
+`validate` adds the range checks a schema cannot express, before any work starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from .model.attention import BACKENDS
+from .model.config import CONFIGS
+
+
+@dataclass
+class ModelConf:
+    name: str = "tiny"
+    attn_backend: str = "auto"
+    global_rope_theta: float = 10000.0
+    local_rope_theta: float = 10000.0
+
+
+@dataclass
+class SampleConf:
+    """How the bundled sample is prepared when `data.root` is not given."""
+    vocab_size: int = 4096
+    row_length: int = 512
+    val_fraction: float = 0.1
+
+
+@dataclass
+class DataConf:
+    root: Optional[str] = None          # a folder written by data_prep.shards; None: the bundled sample, prepared once
+    cache_dir: str = "${oc.env:MMBERT_CACHE,${oc.env:HOME}/.cache/mmbert_pl}"
+    languages: Any = "decay_all"        # a named set (pretrain, ext, decay_cont, decay_eng, decay_all) or a list of labels
+    temperature: float = 0.7
+    max_epochs: float = 5.0
+    micro_batch: int = 8
+    num_workers: int = 0
+    num_canonical_nodes: int = 1
+    sample: SampleConf = field(default_factory=SampleConf)
+
+
+@dataclass
+class OptimizerConf:
+    lr: float = 8e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 8e-5
+
+
+@dataclass
+class TrainerConf:
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: Optional[str] = None     # None: bf16-mixed on GPU, 32-true on CPU
+    max_steps: int = 300
+    accumulate_grad_batches: int = 1
+    val_check_interval: int = 100
+    limit_val_batches: int = 4
+    log_every_n_steps: int = 10
+    logger: str = "csv"                 # csv | tensorboard | wandb (offline)
+    progress_bar: bool = True
+
+
+@dataclass
+class CallbacksConf:
+    checkpoint_every_n_steps: int = 100
+    keep_last_checkpoints: int = 3
+
+
+@dataclass
+class RunConf:
+    model: ModelConf = field(default_factory=ModelConf)
+    data: DataConf = field(default_factory=DataConf)
+    optimizer: OptimizerConf = field(default_factory=OptimizerConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    callbacks: CallbacksConf = field(default_factory=CallbacksConf)
+    experiment: str = "sample"
+    runs_dir: str = "${oc.env:MMBERT_RUNS,runs}"
+    run_dir: str = "${runs_dir}/${experiment}"
+    seed: int = 21
+    mask_ratio: float = 0.3
+    val_mask_ratio: float = 0.15
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="schema", node=RunConf)
+
+
+def validate(cfg: Any) -> None:
+    """Range checks with messages that name the key, the value and what is valid."""
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    need(cfg.model.name in CONFIGS, f"model.name={cfg.model.name!r}: choose one of {sorted(CONFIGS)}")
+    need(cfg.model.attn_backend in BACKENDS, f"model.attn_backend={cfg.model.attn_backend!r}: choose one of {list(BACKENDS)}")
+    need(cfg.model.global_rope_theta > 0 and cfg.model.local_rope_theta > 0, "RoPE θ must be > 0")
+    for key in ("mask_ratio", "val_mask_ratio"):
+        need(0 < cfg[key] < 1, f"{key}={cfg[key]}: must be in (0, 1)")
+    need(cfg.data.temperature > 0, f"data.temperature={cfg.data.temperature}: must be > 0")
+    need(cfg.data.max_epochs > 0, f"data.max_epochs={cfg.data.max_epochs}: must be > 0")
+    need(cfg.data.micro_batch > 0, f"data.micro_batch={cfg.data.micro_batch}: must be > 0")
+    need(cfg.data.num_workers >= 0, f"data.num_workers={cfg.data.num_workers}: must be >= 0")
+    need(cfg.trainer.max_steps > 0, f"trainer.max_steps={cfg.trainer.max_steps}: the budget must be > 0 steps")
+    need(cfg.trainer.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches must be > 0")
+    need(cfg.trainer.logger in ("csv", "tensorboard", "wandb"), f"trainer.logger={cfg.trainer.logger!r}: choose csv, tensorboard or wandb")
+    need(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr}: must be > 0")
+    need(len(cfg.optimizer.betas) == 2 and all(0 <= b < 1 for b in cfg.optimizer.betas), f"optimizer.betas={list(cfg.optimizer.betas)}: two values in [0, 1)")
+    need(cfg.callbacks.checkpoint_every_n_steps > 0, "callbacks.checkpoint_every_n_steps must be > 0")
+    need(cfg.callbacks.keep_last_checkpoints > 0, "callbacks.keep_last_checkpoints must be > 0")
+    if cfg.model.name in CONFIGS:
+        limit = CONFIGS[cfg.model.name].max_position
+        need(cfg.data.sample.row_length <= limit, f"data.sample.row_length={cfg.data.sample.row_length} exceeds model {cfg.model.name}'s max_position {limit}")
+    if problems:
+        raise ValueError("invalid config:\n  " + "\n  ".join(problems))

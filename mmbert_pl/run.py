@@ -1,0 +1,117 @@
+"""`python -m mmbert_pl.run`: compose -> validate -> prepare data -> fit (or resume) -> export.
+
+The run directory is a function of the config (`runs_dir/experiment`), never of the time, so the
+same command resumes from `checkpoints/last.ckpt`, and a finished run reports where its results are.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .config_schema import register, validate
+
+register()
+
+
+def make_logger(kind: str, run_dir: Path):
+    from lightning.pytorch import loggers
+
+    if kind == "csv":
+        return loggers.CSVLogger(run_dir, name="logs", version="")
+    if kind == "tensorboard":
+        return loggers.TensorBoardLogger(run_dir, name="tb", version="")
+    return loggers.WandbLogger(save_dir=str(run_dir), offline=True, project="mmbert_pl")
+
+
+def train(cfg: DictConfig) -> None:
+    logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
+
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from callbacks.run_status import RunStatus
+    from data_prep.manifest import read_manifest
+    from data_prep.tokenizer import file_sha256, ordinary_ids
+
+    from .data.datamodule import MixtureDataModule
+    from .hf import export_hf
+    from .model import named_config
+    from .module import MLMModule
+    from .sample_data import prepare_sample
+
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
+    last = ckpt_dir / "last.ckpt"
+    if finished_file.exists():
+        finished = json.loads(finished_file.read_text())
+        if finished["max_steps"] >= cfg.trainer.max_steps:
+            print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
+                  f"Hugging Face export {finished['hf_export']}. Raise trainer.max_steps to train on, or set another experiment=.")
+            return
+
+    s = cfg.data.sample
+    root = Path(cfg.data.root) if cfg.data.root else prepare_sample(cfg.data.cache_dir, s.vocab_size, s.row_length, s.val_fraction)
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise ValueError(f"data.root={root} has no manifest.json; build it with `python -m data_prep.shards --out {root} ...`")
+    tok = manifest["tokenizer"]
+    tok_path = Path(tok["path"])
+    if not tok_path.exists() or file_sha256(tok_path) != tok["sha256"]:
+        raise ValueError(f"the tokenizer these shards were made with ({tok_path}) is missing or changed; restore it or rebuild the shards")
+    model_cfg = named_config(cfg.model.name, vocab_size=tok["vocab_size"], pad_id=tok["pad"],
+                             global_rope_theta=cfg.model.global_rope_theta, local_rope_theta=cfg.model.local_rope_theta)
+    if manifest["row_length"] > model_cfg.max_position:
+        raise ValueError(f"rows of {manifest['row_length']} tokens exceed model {cfg.model.name}'s max_position {model_cfg.max_position}")
+    rows_per_step = cfg.data.micro_batch * cfg.trainer.accumulate_grad_batches * cfg.trainer.devices
+    budget = cfg.trainer.max_steps * rows_per_step * manifest["row_length"]
+
+    dm = MixtureDataModule(str(root), OmegaConf.to_object(cfg.data.languages) if OmegaConf.is_list(cfg.data.languages) else cfg.data.languages,
+                           cfg.data.temperature, budget, cfg.data.micro_batch, seed=cfg.seed, num_workers=cfg.data.num_workers,
+                           max_epochs=cfg.data.max_epochs, num_canonical_nodes=cfg.data.num_canonical_nodes,
+                           vocab_size=model_cfg.vocab_size)
+    print(f"data {root}: {len(dm.labels)} languages, τ={cfg.data.temperature}, budget {budget:,} tokens\n{dm.mixture.table()}")
+    L.seed_everything(cfg.seed, workers=True)
+    module = MLMModule(model_cfg, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
+                       val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
+                       betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
+                       seed=cfg.seed, attn_backend=cfg.model.attn_backend)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{global_step:07.0f}", auto_insert_metric_name=False,
+                                 every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps, save_last=True,
+                                 save_top_k=cfg.callbacks.keep_last_checkpoints, monitor="global_step", mode="max")
+    t = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator, devices=t.devices,
+        precision=t.precision or ("bf16-mixed" if torch.cuda.is_available() and t.accelerator != "cpu" else "32-true"),
+        max_steps=t.max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
+        val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
+        default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
+        callbacks=[checkpoint, RunStatus(manifest["row_length"], cfg.data.temperature, len(dm.labels))],
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    if trainer.global_rank != 0:
+        return
+    hf_dir = export_hf(module.model, run_dir / "hf", tokenizer_model=tok_path)
+    finished = {"step": trainer.global_step, "max_steps": t.max_steps, "checkpoint": str(last), "hf_export": str(hf_dir)}
+    finished_file.write_text(json.dumps(finished, indent=1) + "\n")
+    print(f"finished at step {trainer.global_step}: checkpoint {last}; Hugging Face export {hf_dir}; logs in {run_dir}")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        validate(cfg)
+        train(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""The bundled sample, tokenized and packed once into a cache folder, so a bare `python -m mmbert_pl.run` works offline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_prep.shards import ShardSettings, build_shards
+from data_prep.tokenizer import train_tokenizer
+
+SAMPLE_TEXT = Path(__file__).resolve().parent / "sample" / "ntrex"
+
+
+def prepare_sample(cache_dir: str | Path, vocab_size: int, row_length: int, val_fraction: float) -> Path:
+    """A shard folder of the sample (tokenizer inside); reuses what a previous run completed."""
+    root = Path(cache_dir) / f"sample-v{vocab_size}-r{row_length}-val{val_fraction:g}"
+    tokenizer = root / "tokenizer.model"
+    if not tokenizer.exists():
+        print(f"preparing the bundled sample in {root} (first use: tokenizer, then shards)")
+        train_tokenizer(SAMPLE_TEXT, tokenizer, vocab_size=vocab_size, sample_chars=1_500_000)
+    build_shards(SAMPLE_TEXT, tokenizer, root / "shards", ShardSettings(row_length=row_length, val_fraction=val_fraction),
+                 workers=2, command=["mmbert_pl.sample_data.prepare_sample"], show_progress=False)
+    return root / "shards"

@@ -1,0 +1,63 @@
+"""`python -m mmbert_pl.run` end to end as a subprocess: the default run, resume/finish, config errors."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*overrides: str, runs: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MMBERT_RUNS": str(runs), "MMBERT_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "mmbert_pl.run", *overrides], capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) -> None:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    short = ("trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.progress_bar=false")
+    first = run_cli(*short, runs=runs, cache=cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = runs / "sample"
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert "finished at step 40" in first.stdout and "eng_Latn" in first.stdout   # the mixture table
+    model = AutoModelForMaskedLM.from_pretrained(run_dir / "hf")
+    tok = AutoTokenizer.from_pretrained(run_dir / "hf")
+    assert model.config.vocab_size == 4096 and tok.mask_token_id == 4
+
+    rows = list(csv.DictReader(open(run_dir / "logs" / "metrics.csv")))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses[-1] < losses[0] - 0.5
+    assert any(r.get("val/fao_Latn/loss") for r in rows) and any(r.get("val/loss") for r in rows)
+
+    again = run_cli(*short, runs=runs, cache=cache)
+    assert again.returncode == 0 and "already finished at step 40" in again.stdout
+    longer = run_cli("trainer.max_steps=50", "trainer.val_check_interval=20", "trainer.progress_bar=false", runs=runs, cache=cache)
+    assert longer.returncode == 0 and "Restored all states" in longer.stdout + longer.stderr
+    assert "finished at step 50" in longer.stdout
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.nam=tiny", "nam"),                       # unknown key: the schema rejects it at compose time
+        ("trainer.max_steps=abc", "max_steps"),           # wrong type
+        ("mask_ratio=1.5", "mask_ratio=1.5: must be in (0, 1)"),
+        ("data.temperature=0", "data.temperature=0"),
+        ("model.name=huge", "choose one of ['base', 'small', 'tiny']"),
+    ],
+)
+def test_bad_config_is_one_clear_error_before_work(tmp_path: Path, override: str, message: str) -> None:
+    result = run_cli(override, runs=tmp_path / "runs", cache=tmp_path / "cache")
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "runs" / "sample" / "checkpoints").exists()
+
+
+def test_data_root_without_manifest_is_an_error(tmp_path: Path) -> None:
+    result = run_cli(f"data.root={tmp_path}", runs=tmp_path / "runs", cache=tmp_path / "cache")
+    assert result.returncode == 2 and "no manifest.json" in result.stderr
