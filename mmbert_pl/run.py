@@ -19,8 +19,13 @@ register()
 
 
 def make_logger(kind: str, run_dir: Path):
+    import importlib.util
+
     from lightning.pytorch import loggers
 
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(kind, ())
+    if needs and not any(importlib.util.find_spec(m) for m in needs):
+        raise ValueError(f"trainer.logger={kind} needs the {needs[0]} package: pip install -e '.[loggers]' (or use trainer.logger=csv)")
     if kind == "csv":
         return loggers.CSVLogger(run_dir, name="logs", version="")
     if kind == "tensorboard":
@@ -94,6 +99,7 @@ def train(cfg: DictConfig) -> None:
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
         callbacks=[checkpoint, RunStatus(manifest["row_length"], cfg.data.temperature, len(dm.labels))],
     )
+    trainer.logger.log_hyperparams({"data_root": str(root), "mixture": dm.mixture.shares, "budget_tokens": budget})
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     if trainer.global_rank != 0:
         return

@@ -75,3 +75,19 @@ def test_drawn_rows_follow_the_mixture(shard_dir: Path) -> None:
     expected = {k: dm.mixture.shares[k] * total for k in counts}
     chi2 = sum((counts[k] - expected[k]) ** 2 / expected[k] for k in counts)
     assert total >= 1900 and chi2 < 73.4, (chi2, counts)
+
+
+def test_truncated_or_missing_shards_are_named(shard_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "shards"
+    shutil.copytree(shard_dir, broken)
+    for raw in (broken / "fao_Latn" / "train").glob("shard.*.mds"):
+        raw.unlink()                   # a decompressed copy that an earlier read may have left
+    shard = sorted((broken / "fao_Latn" / "train").glob("shard.*.mds.zstd"))[0]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(ValueError, match=f"{shard.name} is .* bytes, its index says"):
+        MixtureDataModule(str(broken), "decay_all", 0.5, 1e5, 4)
+    shard.unlink()
+    with pytest.raises(ValueError, match="missing bytes"):
+        MixtureDataModule(str(broken), "decay_all", 0.5, 1e5, 4)

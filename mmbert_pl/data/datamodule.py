@@ -6,6 +6,7 @@ Validation is one loader per language over its held-out rows.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,27 @@ def export_rank_env(trainer: L.Trainer | None) -> None:
         return
     os.environ.update(RANK=str(trainer.global_rank), WORLD_SIZE=str(trainer.world_size),
                       LOCAL_RANK=str(trainer.local_rank), LOCAL_WORLD_SIZE=str(trainer.num_devices))
+
+
+def check_shards(folder: Path) -> None:
+    """Every shard named in an MDS index exists with the size the index records (catches missing and truncated files)."""
+    index = folder / "index.json"
+    fix = f"rerun `python -m data_prep.shards` on {folder.parent.parent} after deleting {folder.parent.name}'s entry from manifest.json"
+    if not index.exists():
+        raise ValueError(f"shard index {index} is missing; {fix}")
+    try:
+        shards = json.loads(index.read_text())["shards"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"shard index {index} is corrupt ({e}); {fix}") from None
+    for shard in shards:
+        # streaming reads the raw file when present (it decompresses next to the zip), else the zip.
+        forms = [f for f in (shard["raw_data"], shard.get("zip_data")) if f]
+        present = [f for f in forms if (folder / f["basename"]).exists()]
+        for stored in present or forms[-1:]:
+            path = folder / stored["basename"]
+            found = path.stat().st_size if path.exists() else "missing"
+            if found != stored["bytes"]:
+                raise ValueError(f"shard {path} is {found} bytes, its index says {stored['bytes']}; {fix}")
 
 
 class MixtureDataModule(L.LightningDataModule):
@@ -50,9 +72,8 @@ class MixtureDataModule(L.LightningDataModule):
             raise ValueError(f"shards in {self.root} were tokenized with a vocab of {vocab}, the model has {self.vocab_size}; "
                              f"set model.vocab_size={vocab} or use shards made with the model's tokenizer")
         for label in manifest["languages"]:
-            index = self.root / label / "train" / "index.json"
-            if not index.exists():
-                raise ValueError(f"shard index {index} is missing; rerun data_prep.shards on {self.root}")
+            for split in ("train", "val"):
+                check_shards(self.root / label / split)
         return manifest
 
     def _resolve_labels(self) -> list[str]:
