@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from callbacks.lr import SHAPES
+
 from .model.attention import BACKENDS
 from .model.config import CONFIGS
 
@@ -63,9 +65,28 @@ class TrainerConf:
 
 
 @dataclass
+class LRConf:
+    """Trapezoid over the run's token budget; warmup and decay are shares of it."""
+    warmup: float = 0.1
+    decay: float = 0.5
+    alpha_f: float = 0.02
+    shape: str = "1-sqrt"
+
+
+@dataclass
+class MaskConf:
+    """None: the constant `mask_ratio`; else [[budget share, ratio], ...] annealed by `mode`."""
+    points: Any = None
+    mode: str = "linear"
+
+
+@dataclass
 class CallbacksConf:
     checkpoint_every_n_steps: int = 100
     keep_last_checkpoints: int = 3
+    lr: LRConf = field(default_factory=LRConf)
+    mask: MaskConf = field(default_factory=MaskConf)
+    peak_flops: Optional[float] = None      # per device, for MFU (e.g. 989e12 for an H100's dense bf16)
 
 
 @dataclass
@@ -111,6 +132,15 @@ def validate(cfg: Any) -> None:
     need(len(cfg.optimizer.betas) == 2 and all(0 <= b < 1 for b in cfg.optimizer.betas), f"optimizer.betas={list(cfg.optimizer.betas)}: two values in [0, 1)")
     need(cfg.callbacks.checkpoint_every_n_steps > 0, "callbacks.checkpoint_every_n_steps must be > 0")
     need(cfg.callbacks.keep_last_checkpoints > 0, "callbacks.keep_last_checkpoints must be > 0")
+    lr = cfg.callbacks.lr
+    need(0 <= lr.warmup <= 1 and 0 <= lr.decay <= 1 and lr.warmup + lr.decay <= 1,
+         f"callbacks.lr.warmup={lr.warmup}, decay={lr.decay}: shares of the budget in [0, 1] that sum to <= 1")
+    need(0 <= lr.alpha_f <= 1, f"callbacks.lr.alpha_f={lr.alpha_f}: must be in [0, 1]")
+    need(lr.shape in SHAPES, f"callbacks.lr.shape={lr.shape!r}: choose one of {list(SHAPES)}")
+    need(cfg.callbacks.mask.mode in ("linear", "steps"), f"callbacks.mask.mode={cfg.callbacks.mask.mode!r}: linear or steps")
+    for point in cfg.callbacks.mask.points or []:
+        ok = len(point) == 2 and all(isinstance(v, (int, float)) for v in point) and 0 <= point[0] <= 1 and 0 < point[1] < 1
+        need(ok, f"callbacks.mask.points: {list(point)} must be [budget share in [0, 1], ratio in (0, 1)]")
     if cfg.model.name in CONFIGS:
         limit = CONFIGS[cfg.model.name].max_position
         need(cfg.data.sample.row_length <= limit, f"data.sample.row_length={cfg.data.sample.row_length} exceeds model {cfg.model.name}'s max_position {limit}")

@@ -24,6 +24,8 @@ class MLMModule(L.LightningModule):
         self.model = MMBertForMaskedLM(model, attn_backend=attn_backend)
         self.register_buffer("random_pool", torch.tensor(random_pool, dtype=torch.long), persistent=False)
         self.mask_ratio = mask_ratio             # the mask-ratio schedule sets this before each step
+        # Global tokens trained on, padding included (Composer's count): the clock every schedule reads.
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.val_languages = val_languages or []
         self.val_loss = torch.nn.ModuleList(torchmetrics.MeanMetric() for _ in self.val_languages)
         self.val_acc = torch.nn.ModuleList(torchmetrics.MeanMetric() for _ in self.val_languages)
@@ -39,6 +41,7 @@ class MLMModule(L.LightningModule):
         seed = mask_seed(self.hparams.seed, self.global_step, self.global_rank, micro)
         inputs, labels, cu, max_len = self._masked(batch, self.mask_ratio, seed)
         out = self.model(inputs, cu, max_len, labels=labels)
+        self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/mask_ratio", self.mask_ratio)
         self.log("global_step", float(self.global_step))

@@ -33,6 +33,21 @@ def make_logger(kind: str, run_dir: Path):
     return loggers.WandbLogger(save_dir=str(run_dir), offline=True, project="mmbert_pl")
 
 
+def schedules(cfg: DictConfig, budget: float) -> list:
+    """The LR and mask-ratio callbacks, their token counts scaled from shares of the run's budget."""
+    from callbacks.lr import LRSchedule
+    from callbacks.mask_ratio import MaskRatioSchedule
+
+    lr = cfg.callbacks.lr
+    points = cfg.callbacks.mask.points
+    mask = [(share * budget, ratio) for share, ratio in points] if points else cfg.mask_ratio
+    return [
+        LRSchedule(cfg.optimizer.lr, t_warmup=lr.warmup * budget, t_max=budget, t_decay=lr.decay * budget,
+                   alpha_f=lr.alpha_f, shape=lr.shape),
+        MaskRatioSchedule(mask, cfg.callbacks.mask.mode),
+    ]
+
+
 def train(cfg: DictConfig) -> None:
     logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
 
@@ -41,6 +56,7 @@ def train(cfg: DictConfig) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from callbacks.run_status import RunStatus
+    from callbacks.token_budget import TokenBudget
     from data_prep.manifest import read_manifest
     from data_prep.tokenizer import file_sha256, ordinary_ids
 
@@ -97,7 +113,8 @@ def train(cfg: DictConfig) -> None:
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
-        callbacks=[checkpoint, RunStatus(manifest["row_length"], cfg.data.temperature, len(dm.labels))],
+        callbacks=[checkpoint, *schedules(cfg, budget), TokenBudget(budget, cfg.callbacks.peak_flops),
+                   RunStatus(manifest["row_length"], cfg.data.temperature, len(dm.labels))],
     )
     trainer.logger.log_hyperparams({"data_root": str(root), "mixture": dm.mixture.shares, "budget_tokens": budget})
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)

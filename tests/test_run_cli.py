@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from callbacks.lr import LRSchedule
+from callbacks.mask_ratio import mask_ratio_at
+
 
 def run_cli(*overrides: str, runs: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MMBERT_RUNS": str(runs), "MMBERT_CACHE": str(cache)}
@@ -20,7 +23,8 @@ def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) ->
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     runs, cache = tmp_path / "runs", tmp_path / "cache"
-    short = ("trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.progress_bar=false")
+    short = ("trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.progress_bar=false",
+             "callbacks.mask.points=[[0,0.3],[1,0.1]]")
     first = run_cli(*short, runs=runs, cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = runs / "sample"
@@ -34,12 +38,23 @@ def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) ->
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses[-1] < losses[0] - 0.5
     assert any(r.get("val/fao_Latn/loss") for r in rows) and any(r.get("val/loss") for r in rows)
+    # The logged schedules equal their formulas at the tokens seen when each step began (8 rows x 512 per step).
+    budget, per_step = 40 * 8 * 512, 8 * 512
+    lr = LRSchedule(8e-4, t_warmup=0.1 * budget, t_max=budget, t_decay=0.5 * budget, alpha_f=0.02)
+    logged = [r for r in rows if r.get("schedule/lr")]
+    assert len(logged) >= 4
+    for r in logged:
+        start = float(r["perf/tokens_seen"]) - per_step
+        assert float(r["schedule/lr"]) == pytest.approx(lr.lr(start), rel=1e-5)
+        assert float(r["train/mask_ratio"]) == pytest.approx(mask_ratio_at(start, [(0, 0.3), (budget, 0.1)]), rel=1e-5)
 
     again = run_cli(*short, runs=runs, cache=cache)
     assert again.returncode == 0 and "already finished at step 40" in again.stdout
     longer = run_cli("trainer.max_steps=50", "trainer.val_check_interval=20", "trainer.progress_bar=false", runs=runs, cache=cache)
     assert longer.returncode == 0 and "Restored all states" in longer.stdout + longer.stderr
     assert "finished at step 50" in longer.stdout
+    rows = list(csv.DictReader(open(run_dir / "logs" / "metrics.csv")))
+    assert max(float(r["perf/tokens_seen"]) for r in rows if r.get("perf/tokens_seen")) == 50 * 8 * 512   # the clock resumed
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,11 @@
+"""The token clock every schedule reads: global tokens (padding included) before the current optimizer step."""
+from __future__ import annotations
+
+import lightning as L
+
+
+def tokens_at_step_start(trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> int | None:
+    """Tokens seen when an optimizer step begins; None on the other micro-batches of the step."""
+    if batch_idx % max(1, trainer.accumulate_grad_batches):
+        return None
+    return int(pl_module.tokens_seen)

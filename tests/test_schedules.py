@@ -1,0 +1,58 @@
+"""Each schedule against its formula at many points, boundaries included."""
+import math
+
+import pytest
+
+from callbacks.lr import LRSchedule, lr_factor
+from callbacks.mask_ratio import MaskRatioSchedule, mask_ratio_at
+
+W, T, D, A = 3e9, 100e9, 40e9, 0.02
+
+
+@pytest.mark.parametrize("tokens", [0, 1, 1.5e9, 3e9 - 1])
+def test_warmup_is_linear_from_zero(tokens: float) -> None:
+    assert lr_factor(tokens, W, T, D, A) == pytest.approx(1e-10 + (1 - 1e-10) * tokens / W, abs=1e-12)
+
+
+@pytest.mark.parametrize("tokens", [3e9, 30e9, 60e9 - 1])
+def test_stable_until_the_decay_starts(tokens: float) -> None:
+    assert lr_factor(tokens, W, T, D, A) == 1.0
+
+
+@pytest.mark.parametrize("x", [0.0, 0.01, 0.25, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize(
+    "shape,formula",
+    [
+        ("1-sqrt", lambda x: A + (1 - A) * (1 - math.sqrt(x))),
+        ("linear", lambda x: A + (1 - A) * (1 - x)),
+        ("cosine", lambda x: A + (1 - A) * 0.5 * (1 + math.cos(math.pi * x))),
+        ("inverse_sqrt", lambda x: 1 / math.sqrt(1 + (A**-2 - 1) * x)),
+    ],
+)
+def test_decay_shapes(shape: str, formula, x: float) -> None:
+    tokens = T - D + x * D
+    assert lr_factor(tokens, W, T, D, A, shape) == pytest.approx(formula(x), rel=1e-12)
+    assert lr_factor(T + 5e9, W, T, D, A, shape) == pytest.approx(A)          # held at alpha_f after t_max
+
+
+def test_mmbert_decay_stage() -> None:
+    """Decay stage of mmBERT-base: 100B tokens of 1-sqrt from 8e-4 to 1.6e-5 (recipe §5)."""
+    s = LRSchedule(peak=8e-4, t_warmup=0, t_max=100e9, t_decay=100e9, alpha_f=0.02)
+    assert s.lr(0) == pytest.approx(8e-4)
+    assert s.lr(25e9) == pytest.approx(8e-4 * (0.02 + 0.98 * 0.5))
+    assert s.lr(100e9) == pytest.approx(1.6e-5)
+    with pytest.raises(ValueError, match="t_decay"):
+        LRSchedule(peak=8e-4, t_warmup=0, t_max=10, t_decay=20)
+    with pytest.raises(ValueError, match="decay shape"):
+        LRSchedule(peak=8e-4, t_warmup=0, t_max=10, shape="exp")
+
+
+def test_mask_ratio_points() -> None:
+    pts = [(0, 0.3), (100, 0.15), (200, 0.05)]
+    assert [mask_ratio_at(t, pts) for t in (0, 50, 100, 150, 200, 500)] == pytest.approx([0.3, 0.225, 0.15, 0.1, 0.05, 0.05])
+    assert [mask_ratio_at(t, pts, "steps") for t in (0, 99, 100, 199, 200)] == [0.3, 0.3, 0.15, 0.15, 0.05]
+    assert MaskRatioSchedule(0.3).points == [(0.0, 0.3)]
+    with pytest.raises(ValueError, match="ratios in"):
+        MaskRatioSchedule([(0, 0.3), (0, 0.2)])
+    with pytest.raises(ValueError, match="ratios in"):
+        MaskRatioSchedule(1.2)
