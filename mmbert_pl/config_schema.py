@@ -39,6 +39,9 @@ class DataConf:
     micro_batch: int = 8
     num_workers: int = 0
     num_canonical_nodes: int = 1
+    boost: dict[str, float] = field(default_factory=dict)   # ISO code or label -> multiplier of its n^τ weight
+    global_batch_rows: Optional[int] = None   # None: micro_batch x devices x trainer.accumulate_grad_batches
+    row_length: Optional[int] = None          # expected row length of the shards (a stage sets it); checked
     sample: SampleConf = field(default_factory=SampleConf)
 
 
@@ -56,6 +59,7 @@ class TrainerConf:
     devices: int = 1
     precision: Optional[str] = None     # None: bf16-mixed on GPU, 32-true on CPU
     max_steps: int = 300
+    max_tokens: Optional[float] = None  # the budget in tokens (padding included); when set, it decides max_steps
     accumulate_grad_batches: int = 1
     val_check_interval: int = 100
     limit_val_batches: int = 4
@@ -102,6 +106,9 @@ class RunConf:
     seed: int = 21
     mask_ratio: float = 0.3
     val_mask_ratio: float = 0.15
+    budget_scale: float = 1.0           # multiplies trainer.max_tokens: the same recipe shrunk (or grown)
+    init_from: Optional[str] = None     # weights to start a stage from: our .ckpt or a Hugging Face directory
+    recipe: Any = None                  # per-model values a stage file picks from with ${recipe.${model.name}.KEY}
 
 
 def register() -> None:
@@ -127,6 +134,13 @@ def validate(cfg: Any) -> None:
     need(cfg.data.num_workers >= 0, f"data.num_workers={cfg.data.num_workers}: must be >= 0")
     need(cfg.trainer.max_steps > 0, f"trainer.max_steps={cfg.trainer.max_steps}: the budget must be > 0 steps")
     need(cfg.trainer.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches must be > 0")
+    need(cfg.trainer.max_tokens is None or cfg.trainer.max_tokens > 0, f"trainer.max_tokens={cfg.trainer.max_tokens}: the budget must be > 0 tokens")
+    need(cfg.budget_scale > 0, f"budget_scale={cfg.budget_scale}: must be > 0")
+    need(cfg.budget_scale == 1 or cfg.trainer.max_tokens is not None, "budget_scale scales trainer.max_tokens: set it (a stage does)")
+    rows = cfg.data.global_batch_rows
+    per_pass = cfg.data.micro_batch * cfg.trainer.devices
+    need(rows is None or (rows > 0 and rows % per_pass == 0),
+         f"data.global_batch_rows={rows} must be a positive multiple of data.micro_batch x trainer.devices = {per_pass}")
     need(cfg.trainer.logger in ("csv", "tensorboard", "wandb"), f"trainer.logger={cfg.trainer.logger!r}: choose csv, tensorboard or wandb")
     need(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr}: must be > 0")
     need(len(cfg.optimizer.betas) == 2 and all(0 <= b < 1 for b in cfg.optimizer.betas), f"optimizer.betas={list(cfg.optimizer.betas)}: two values in [0, 1)")
@@ -143,6 +157,7 @@ def validate(cfg: Any) -> None:
         need(ok, f"callbacks.mask.points: {list(point)} must be [budget share in [0, 1], ratio in (0, 1)]")
     if cfg.model.name in CONFIGS:
         limit = CONFIGS[cfg.model.name].max_position
-        need(cfg.data.sample.row_length <= limit, f"data.sample.row_length={cfg.data.sample.row_length} exceeds model {cfg.model.name}'s max_position {limit}")
+        row_length = cfg.data.row_length or cfg.data.sample.row_length
+        need(row_length <= limit, f"row length {row_length} exceeds model {cfg.model.name}'s max_position {limit}")
     if problems:
         raise ValueError("invalid config:\n  " + "\n  ".join(problems))

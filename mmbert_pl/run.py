@@ -48,6 +48,28 @@ def schedules(cfg: DictConfig, budget: float) -> list:
     ]
 
 
+def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path]:
+    """(shard folder, its manifest, its tokenizer): `data.root`, or the bundled sample prepared into the cache."""
+    from data_prep.manifest import read_manifest
+    from data_prep.tokenizer import file_sha256
+
+    from .sample_data import prepare_sample
+
+    s = cfg.data.sample
+    row_length = cfg.data.row_length or s.row_length
+    root = Path(cfg.data.root) if cfg.data.root else prepare_sample(cfg.data.cache_dir, s.vocab_size, row_length, s.val_fraction)
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise ValueError(f"data.root={root} has no manifest.json; build it with `python -m data_prep.shards --out {root} ...`")
+    if cfg.data.row_length and manifest["row_length"] != cfg.data.row_length:
+        raise ValueError(f"data.root={root} holds rows of {manifest['row_length']} tokens; this config expects "
+                         f"data.row_length={cfg.data.row_length}. Build shards with --row-length {cfg.data.row_length}")
+    tok_path = Path(manifest["tokenizer"]["path"])
+    if not tok_path.exists() or file_sha256(tok_path) != manifest["tokenizer"]["sha256"]:
+        raise ValueError(f"the tokenizer these shards were made with ({tok_path}) is missing or changed; restore it or rebuild the shards")
+    return root, manifest, tok_path
+
+
 def train(cfg: DictConfig) -> None:
     logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
 
@@ -57,51 +79,48 @@ def train(cfg: DictConfig) -> None:
 
     from callbacks.run_status import RunStatus
     from callbacks.token_budget import TokenBudget
-    from data_prep.manifest import read_manifest
-    from data_prep.tokenizer import file_sha256, ordinary_ids
+    from data_prep.tokenizer import ordinary_ids
 
+    from .batch_geometry import batch_geometry
     from .data.datamodule import MixtureDataModule
     from .hf import export_hf
+    from .init_from import load_initial_weights
     from .model import named_config
     from .module import MLMModule
-    from .sample_data import prepare_sample
 
     run_dir = Path(cfg.run_dir)
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
     last = ckpt_dir / "last.ckpt"
+    root, manifest, tok_path = resolve_data(cfg)
+    tok = manifest["tokenizer"]
+    geo = batch_geometry(cfg, manifest["row_length"])
+    budget = geo.budget
     if finished_file.exists():
         finished = json.loads(finished_file.read_text())
-        if finished["max_steps"] >= cfg.trainer.max_steps:
+        if finished["budget"] >= budget:
             print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
-                  f"Hugging Face export {finished['hf_export']}. Raise trainer.max_steps to train on, or set another experiment=.")
+                  f"Hugging Face export {finished['hf_export']}. Raise the budget (trainer.max_steps or trainer.max_tokens) "
+                  f"to train on, or set another experiment=.")
             return
-
-    s = cfg.data.sample
-    root = Path(cfg.data.root) if cfg.data.root else prepare_sample(cfg.data.cache_dir, s.vocab_size, s.row_length, s.val_fraction)
-    manifest = read_manifest(root)
-    if manifest is None:
-        raise ValueError(f"data.root={root} has no manifest.json; build it with `python -m data_prep.shards --out {root} ...`")
-    tok = manifest["tokenizer"]
-    tok_path = Path(tok["path"])
-    if not tok_path.exists() or file_sha256(tok_path) != tok["sha256"]:
-        raise ValueError(f"the tokenizer these shards were made with ({tok_path}) is missing or changed; restore it or rebuild the shards")
     model_cfg = named_config(cfg.model.name, vocab_size=tok["vocab_size"], pad_id=tok["pad"],
                              global_rope_theta=cfg.model.global_rope_theta, local_rope_theta=cfg.model.local_rope_theta)
     if manifest["row_length"] > model_cfg.max_position:
         raise ValueError(f"rows of {manifest['row_length']} tokens exceed model {cfg.model.name}'s max_position {model_cfg.max_position}")
-    rows_per_step = cfg.data.micro_batch * cfg.trainer.accumulate_grad_batches * cfg.trainer.devices
-    budget = cfg.trainer.max_steps * rows_per_step * manifest["row_length"]
 
     dm = MixtureDataModule(str(root), OmegaConf.to_object(cfg.data.languages) if OmegaConf.is_list(cfg.data.languages) else cfg.data.languages,
-                           cfg.data.temperature, budget, cfg.data.micro_batch, seed=cfg.seed, num_workers=cfg.data.num_workers,
+                           cfg.data.temperature, budget, geo.micro_batch, seed=cfg.seed, num_workers=cfg.data.num_workers,
                            max_epochs=cfg.data.max_epochs, num_canonical_nodes=cfg.data.num_canonical_nodes,
-                           vocab_size=model_cfg.vocab_size)
-    print(f"data {root}: {len(dm.labels)} languages, τ={cfg.data.temperature}, budget {budget:,} tokens\n{dm.mixture.table()}")
+                           vocab_size=model_cfg.vocab_size, boost=dict(cfg.data.boost))
+    print(f"data {root}: {len(dm.labels)} languages, τ={cfg.data.temperature}, budget {budget:,.0f} tokens = {geo.max_steps} steps "
+          f"of {geo.rows_per_step} rows x {geo.row_length}\n{dm.mixture.table()}")
     L.seed_everything(cfg.seed, workers=True)
     module = MLMModule(model_cfg, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
                        betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
                        seed=cfg.seed, attn_backend=cfg.model.attn_backend)
+    if cfg.init_from and not last.exists():     # a stage's first launch; later launches resume its own checkpoint
+        load_initial_weights(module.model, cfg.init_from)
+        print(f"initialised weights from {cfg.init_from}; this stage's clock starts at 0")
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{global_step:07.0f}", auto_insert_metric_name=False,
                                  every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps, save_last=True,
                                  save_top_k=cfg.callbacks.keep_last_checkpoints, monitor="global_step", mode="max")
@@ -109,7 +128,7 @@ def train(cfg: DictConfig) -> None:
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices,
         precision=t.precision or ("bf16-mixed" if torch.cuda.is_available() and t.accelerator != "cpu" else "32-true"),
-        max_steps=t.max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
+        max_steps=geo.max_steps, accumulate_grad_batches=geo.accumulate,
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
@@ -121,7 +140,7 @@ def train(cfg: DictConfig) -> None:
     if trainer.global_rank != 0:
         return
     hf_dir = export_hf(module.model, run_dir / "hf", tokenizer_model=tok_path)
-    finished = {"step": trainer.global_step, "max_steps": t.max_steps, "checkpoint": str(last), "hf_export": str(hf_dir)}
+    finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir)}
     finished_file.write_text(json.dumps(finished, indent=1) + "\n")
     print(f"finished at step {trainer.global_step}: checkpoint {last}; Hugging Face export {hf_dir}; logs in {run_dir}")
 

@@ -11,11 +11,12 @@ SAMPLE_TEXT = Path(__file__).resolve().parent / "sample" / "ntrex"
 
 def prepare_sample(cache_dir: str | Path, vocab_size: int, row_length: int, val_fraction: float) -> Path:
     """A shard folder of the sample (tokenizer inside); reuses what a previous run completed."""
-    root = Path(cache_dir) / f"sample-v{vocab_size}-r{row_length}-val{val_fraction:g}"
-    tokenizer = root / "tokenizer.model"
+    root = Path(cache_dir) / f"sample-v{vocab_size}"
+    tokenizer = root / "tokenizer.model"          # one tokenizer for every row length: stages can chain
     if not tokenizer.exists():
         print(f"preparing the bundled sample in {root} (first use: tokenizer, then shards)")
         train_tokenizer(SAMPLE_TEXT, tokenizer, vocab_size=vocab_size, sample_chars=1_500_000)
-    build_shards(SAMPLE_TEXT, tokenizer, root / "shards", ShardSettings(row_length=row_length, val_fraction=val_fraction),
+    shards = root / f"shards-r{row_length}-val{val_fraction:g}"
+    build_shards(SAMPLE_TEXT, tokenizer, shards, ShardSettings(row_length=row_length, val_fraction=val_fraction),
                  workers=2, command=["mmbert_pl.sample_data.prepare_sample"], show_progress=False)
-    return root / "shards"
+    return shards

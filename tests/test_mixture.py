@@ -37,3 +37,10 @@ def test_infeasible_budgets_and_empty_languages_are_errors() -> None:
         temperature_mixture({**TOKENS, "xyz": 0}, 0.3, budget=10)
     with pytest.raises(ValueError, match="temperature"):
         temperature_mixture(TOKENS, 0.0, budget=10)
+
+
+def test_boost_raises_one_language_in_its_ratio() -> None:
+    plain = temperature_mixture(TOKENS, 0.3, budget=1000)
+    boosted = temperature_mixture(TOKENS, 0.3, budget=1000, boost={"eng": 1.5})
+    ratio = lambda m: m.shares["eng"] / m.shares["deu"]
+    assert ratio(boosted) == pytest.approx(1.5 * ratio(plain))

@@ -52,7 +52,7 @@ def check_shards(folder: Path) -> None:
 class MixtureDataModule(L.LightningDataModule):
     def __init__(self, root: str, languages: str | list[str], temperature: float, budget_tokens: float,
                  micro_batch: int, seed: int = 21, num_workers: int = 0, max_epochs: float = 5.0,
-                 num_canonical_nodes: int = 1, vocab_size: int | None = None) -> None:
+                 num_canonical_nodes: int = 1, vocab_size: int | None = None, boost: dict[str, float] | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.languages, self.temperature, self.budget = languages, temperature, budget_tokens
@@ -61,7 +61,9 @@ class MixtureDataModule(L.LightningDataModule):
         self.manifest = self._checked_manifest()
         self.labels = self._resolve_labels()
         tokens = {k: self.manifest["languages"][k]["train"]["tokens"] for k in self.labels}
-        self.mixture: Mixture = temperature_mixture(tokens, temperature, budget_tokens, max_epochs)
+        # A boost named by ISO code applies to every script of that language.
+        by_label = {k: f for code, f in (boost or {}).items() for k in self.labels if k == code or k.split("_")[0] == code}
+        self.mixture: Mixture = temperature_mixture(tokens, temperature, budget_tokens, max_epochs, by_label)
 
     def _checked_manifest(self) -> dict:
         manifest = read_manifest(self.root)

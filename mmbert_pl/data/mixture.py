@@ -22,7 +22,9 @@ class Mixture:
         return "\n".join(lines)
 
 
-def temperature_mixture(tokens: dict[str, int], temperature: float, budget: float, max_epochs: float = 5.0) -> Mixture:
+def temperature_mixture(tokens: dict[str, int], temperature: float, budget: float, max_epochs: float = 5.0,
+                        boost: dict[str, float] | None = None) -> Mixture:
+    """`boost` multiplies chosen languages' n^τ weights (e.g. English in an English-focused decay)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if budget <= 0:
@@ -34,7 +36,8 @@ def temperature_mixture(tokens: dict[str, int], temperature: float, budget: floa
     if budget > max_epochs * total:
         raise ValueError(f"a budget of {budget:,.0f} tokens exceeds {max_epochs} epochs of all {total:,} tokens; "
                          f"add data, lower the budget or raise the epoch cap")
-    weights = {k: n**temperature for k, n in tokens.items()}
+    boost = boost or {}
+    weights = {k: n**temperature * boost.get(k, 1.0) for k, n in tokens.items()}
     capped: dict[str, float] = {}
     while True:
         free = {k: w for k, w in weights.items() if k not in capped}

@@ -51,7 +51,7 @@ BASE = EncoderConfig()
 SMALL = EncoderConfig(hidden_size=384, num_heads=6)
 TINY = EncoderConfig(
     vocab_size=4096, hidden_size=64, intermediate_size=96, num_layers=4, num_heads=4,
-    local_window=32, max_position=1024,
+    local_window=32, max_position=8192,
 )
 CONFIGS: dict[str, EncoderConfig] = {"tiny": TINY, "small": SMALL, "base": BASE}
 
