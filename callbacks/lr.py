@@ -57,4 +57,4 @@ class LRSchedule(L.Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        pl_module.log("schedule/lr", lr, on_step=True, on_epoch=False)
+        pl_module.log("schedule/lr", lr, on_step=True, on_epoch=False, prog_bar=True)

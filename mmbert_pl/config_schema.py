@@ -90,6 +90,10 @@ class CallbacksConf:
     keep_last_checkpoints: int = 3
     lr: LRConf = field(default_factory=LRConf)
     mask: MaskConf = field(default_factory=MaskConf)
+    # [[budget share, named set or list of labels], ...]: the language set from that point on
+    language_milestones: Any = field(default_factory=list)
+    # [[budget share, τ], ...]
+    temperature_milestones: Any = field(default_factory=list)
     peak_flops: Optional[float] = None      # per device, for MFU (e.g. 989e12 for an H100's dense bf16)
 
 
@@ -152,6 +156,10 @@ def validate(cfg: Any) -> None:
     need(0 <= lr.alpha_f <= 1, f"callbacks.lr.alpha_f={lr.alpha_f}: must be in [0, 1]")
     need(lr.shape in SHAPES, f"callbacks.lr.shape={lr.shape!r}: choose one of {list(SHAPES)}")
     need(cfg.callbacks.mask.mode in ("linear", "steps"), f"callbacks.mask.mode={cfg.callbacks.mask.mode!r}: linear or steps")
+    for share, value in [*cfg.callbacks.language_milestones, *cfg.callbacks.temperature_milestones]:
+        need(0 <= share <= 1, f"milestone [{share}, {value}]: the share of the budget must be in [0, 1]")
+    for share, tau in cfg.callbacks.temperature_milestones:
+        need(tau > 0, f"temperature milestone [{share}, {tau}]: τ must be > 0")
     for point in cfg.callbacks.mask.points or []:
         ok = len(point) == 2 and all(isinstance(v, (int, float)) for v in point) and 0 <= point[0] <= 1 and 0 < point[1] < 1
         need(ok, f"callbacks.mask.points: {list(point)} must be [budget share in [0, 1], ratio in (0, 1)]")

@@ -43,7 +43,7 @@ class MLMModule(L.LightningModule):
         out = self.model(inputs, cu, max_len, labels=labels)
         self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
         self.log("train/loss", out.loss, prog_bar=True)
-        self.log("train/mask_ratio", self.mask_ratio)
+        self.log("train/mask_ratio", self.mask_ratio, prog_bar=True)
         self.log("global_step", float(self.global_step))
         return out.loss
 

@@ -35,8 +35,10 @@ def make_logger(kind: str, run_dir: Path):
 
 def schedules(cfg: DictConfig, budget: float) -> list:
     """The LR and mask-ratio callbacks, their token counts scaled from shares of the run's budget."""
+    from callbacks.language_set import LanguageSetSchedule
     from callbacks.lr import LRSchedule
     from callbacks.mask_ratio import MaskRatioSchedule
+    from callbacks.temperature import TemperatureSchedule
 
     lr = cfg.callbacks.lr
     points = cfg.callbacks.mask.points
@@ -45,7 +47,14 @@ def schedules(cfg: DictConfig, budget: float) -> list:
         LRSchedule(cfg.optimizer.lr, t_warmup=lr.warmup * budget, t_max=budget, t_decay=lr.decay * budget,
                    alpha_f=lr.alpha_f, shape=lr.shape),
         MaskRatioSchedule(mask, cfg.callbacks.mask.mode),
+        LanguageSetSchedule(plain(cfg.data.languages), [(s * budget, plain(v)) for s, v in cfg.callbacks.language_milestones]),
+        TemperatureSchedule(cfg.data.temperature, [(s * budget, t) for s, t in cfg.callbacks.temperature_milestones]),
     ]
+
+
+def plain(value):
+    """A config list as a Python list (a named set stays a string)."""
+    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
 
 
 def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path]:
@@ -77,7 +86,6 @@ def train(cfg: DictConfig) -> None:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from callbacks.run_status import RunStatus
     from callbacks.token_budget import TokenBudget
     from data_prep.tokenizer import ordinary_ids
 
@@ -97,22 +105,34 @@ def train(cfg: DictConfig) -> None:
     budget = geo.budget
     if finished_file.exists():
         finished = json.loads(finished_file.read_text())
-        if finished["budget"] >= budget:
-            print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
-                  f"Hugging Face export {finished['hf_export']}. Raise the budget (trainer.max_steps or trainer.max_tokens) "
-                  f"to train on, or set another experiment=.")
-            return
+        print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
+              f"Hugging Face export {finished['hf_export']}. To train on, start a new run from it: "
+              f"experiment=NEW init_from={finished['checkpoint']}")
+        return
     model_cfg = named_config(cfg.model.name, vocab_size=tok["vocab_size"], pad_id=tok["pad"],
                              global_rope_theta=cfg.model.global_rope_theta, local_rope_theta=cfg.model.local_rope_theta)
     if manifest["row_length"] > model_cfg.max_position:
         raise ValueError(f"rows of {manifest['row_length']} tokens exceed model {cfg.model.name}'s max_position {model_cfg.max_position}")
 
-    dm = MixtureDataModule(str(root), OmegaConf.to_object(cfg.data.languages) if OmegaConf.is_list(cfg.data.languages) else cfg.data.languages,
-                           cfg.data.temperature, budget, geo.micro_batch, seed=cfg.seed, num_workers=cfg.data.num_workers,
-                           max_epochs=cfg.data.max_epochs, num_canonical_nodes=cfg.data.num_canonical_nodes,
-                           vocab_size=model_cfg.vocab_size, boost=dict(cfg.data.boost))
-    print(f"data {root}: {len(dm.labels)} languages, τ={cfg.data.temperature}, budget {budget:,.0f} tokens = {geo.max_steps} steps "
-          f"of {geo.rows_per_step} rows x {geo.row_length}\n{dm.mixture.table()}")
+    scheduled = schedules(cfg, budget)
+    languages, temperatures = scheduled[2], scheduled[3]
+    dm = MixtureDataModule(str(root), languages.initial, temperatures.initial, budget, geo.micro_batch, seed=cfg.seed,
+                           num_workers=cfg.data.num_workers, max_epochs=cfg.data.max_epochs,
+                           num_canonical_nodes=cfg.data.num_canonical_nodes, vocab_size=model_cfg.vocab_size,
+                           boost=dict(cfg.data.boost), language_milestones=languages.milestones,
+                           temperature_milestones=temperatures.milestones, step_tokens=geo.tokens_per_step)
+    mixture_file = run_dir / "mixture.json"
+    if last.exists() and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
+        raise ValueError(f"{last} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
+                         f"or batch geometry changed); resuming would repeat or skip data. Restore the settings of "
+                         f"{mixture_file}, or start a new run with experiment=NEW init_from={last}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mixture_file.write_text(json.dumps({"hash": dm.mixture_hash(), "budget": budget,
+                                        "segments": [{"start": g.start, "end": g.end, "languages": g.labels, "temperature": g.temperature}
+                                                     for g in dm.segments]}, indent=1) + "\n")
+    print(f"data {root}: budget {budget:,.0f} tokens = {geo.max_steps} steps of {geo.rows_per_step} rows x {geo.row_length}")
+    for seg in dm.segments:
+        print(f"segment {seg.start:,}-{seg.end:,} tokens: {seg.languages} ({len(seg.labels)} languages), τ={seg.temperature}\n{seg.mixture.table()}")
     L.seed_everything(cfg.seed, workers=True)
     module = MLMModule(model_cfg, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
@@ -132,10 +152,11 @@ def train(cfg: DictConfig) -> None:
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
-        callbacks=[checkpoint, *schedules(cfg, budget), TokenBudget(budget, cfg.callbacks.peak_flops),
-                   RunStatus(manifest["row_length"], cfg.data.temperature, len(dm.labels))],
+        callbacks=[checkpoint, *scheduled, TokenBudget(budget, cfg.callbacks.peak_flops)],
+        reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
     )
-    trainer.logger.log_hyperparams({"data_root": str(root), "mixture": dm.mixture.shares, "budget_tokens": budget})
+    trainer.logger.log_hyperparams({"data_root": str(root), "budget_tokens": budget, "mixture_hash": dm.mixture_hash(),
+                                    "segments": [{"start": g.start, "end": g.end, "shares": g.mixture.shares} for g in dm.segments]})
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     if trainer.global_rank != 0:
         return

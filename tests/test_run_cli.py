@@ -50,11 +50,15 @@ def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) ->
 
     again = run_cli(*short, runs=runs, cache=cache)
     assert again.returncode == 0 and "already finished at step 40" in again.stdout
-    longer = run_cli("trainer.max_steps=50", "trainer.val_check_interval=20", "trainer.progress_bar=false", runs=runs, cache=cache)
-    assert longer.returncode == 0 and "Restored all states" in longer.stdout + longer.stderr
-    assert "finished at step 50" in longer.stdout
-    rows = list(csv.DictReader(open(run_dir / "logs" / "metrics.csv")))
-    assert max(float(r["perf/tokens_seen"]) for r in rows if r.get("perf/tokens_seen")) == 50 * 8 * 512   # the clock resumed
+    # Another budget is another mixture: continuing this run would repeat data, so it is refused; a new run may start from it.
+    (run_dir / "finished.json").unlink()
+    stamp = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    longer = run_cli("trainer.max_steps=50", "trainer.progress_bar=false", runs=runs, cache=cache)
+    assert longer.returncode == 2 and "another data mixture" in longer.stderr and "init_from=" in longer.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    follow = run_cli("experiment=more", f"init_from={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=5",
+                     "trainer.progress_bar=false", runs=runs, cache=cache)
+    assert follow.returncode == 0 and "initialised weights from" in follow.stdout
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,50 @@ def test_truncated_or_missing_shards_are_named(shard_dir: Path, tmp_path: Path) 
     shard.unlink()
     with pytest.raises(ValueError, match="missing bytes"):
         MixtureDataModule(str(broken), "decay_all", 0.5, 1e5, 4)
+
+
+def test_one_run_cascade_switches_languages_and_temperature_at_the_milestones(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
+    """pretrain -> ext -> decay_all with τ 0.7 -> 0.5 -> 0.3 in one Lightning fit, a segment per epoch."""
+    from callbacks.language_set import LanguageSetSchedule
+    from callbacks.temperature import TemperatureSchedule
+    from tests.shard_rows import rows_of
+
+    owner = {row: label for label, rows in rows_of(shard_dir).items() for row in rows}
+    step_tokens, steps = 8 * 1024, 36
+    budget = steps * step_tokens
+    languages = LanguageSetSchedule("pretrain", [(budget / 3, "ext"), (2 * budget / 3, "decay_all")])
+    temperature = TemperatureSchedule(0.7, [(budget / 3, 0.5), (2 * budget / 3, 0.3)])
+    dm = MixtureDataModule(str(shard_dir), "pretrain", 0.7, budget, micro_batch=8, language_milestones=languages.milestones,
+                           temperature_milestones=temperature.milestones, step_tokens=step_tokens)
+    assert [(s.start // step_tokens, s.end // step_tokens, s.temperature) for s in dm.segments] == [(0, 12, 0.7), (12, 24, 0.5), (24, 36, 0.3)]
+
+    seen: dict[int, set[str]] = {}
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            rows = batch["input_ids"].numpy().astype("uint32")
+            seen[trainer.global_step] = {owner[r.tobytes()] for r in rows}
+
+    module = MLMModule(named_config("tiny"), random_pool=ordinary_ids(tokenizer_model), val_languages=[], attn_backend="sdpa")
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, reload_dataloaders_every_n_epochs=1, log_every_n_steps=1,
+                        callbacks=[languages, temperature, Record()])
+    trainer.fit(module, datamodule=dm)
+    for seg, name in zip(dm.segments, ("pretrain", "ext", "decay_all")):
+        served = set().union(*(seen[s] for s in range(seg.start // step_tokens, seg.end // step_tokens)))
+        assert served == set(seg.labels), name                 # exactly the configured set, all of it
+    assert len(dm.segments[0].labels) == 20 and len(dm.segments[2].labels) == 40
+
+    import csv
+
+    taus = {int(r["step"]): round(float(r["schedule/temperature"]), 5) for r in csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv"))
+            if r.get("schedule/temperature")}
+    assert {s: t for s, t in taus.items() if s in (0, 11, 12, 23, 24, 35)} == {0: 0.7, 11: 0.7, 12: 0.5, 23: 0.5, 24: 0.3, 35: 0.3}
+
+
+def test_resuming_into_another_mixture_is_an_error(shard_dir: Path) -> None:
+    a = MixtureDataModule(str(shard_dir), "decay_all", 0.5, 1e5, 4)
+    b = MixtureDataModule(str(shard_dir), "decay_all", 0.3, 1e5, 4)
+    a.load_state_dict(MixtureDataModule(str(shard_dir), "decay_all", 0.5, 1e5, 4).state_dict())
+    with pytest.raises(ValueError, match="another data mixture"):
+        b.load_state_dict(a.state_dict())

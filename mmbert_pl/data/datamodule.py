@@ -6,13 +6,16 @@ Validation is one loader per language over its held-out rows.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader, Subset
 
+from callbacks.milestones import segment_bounds, value_at
 from data_prep.languages import labels_for
 from data_prep.manifest import read_manifest
 
@@ -49,21 +52,73 @@ def check_shards(folder: Path) -> None:
                 raise ValueError(f"shard {path} is {found} bytes, its index says {stored['bytes']}; {fix}")
 
 
+@dataclass
+class Segment:
+    """A stretch of the run with one language set and one τ, hence one mixture and one StreamingDataset."""
+    start: int                  # tokens, inclusive
+    end: int                    # tokens, exclusive
+    languages: str | list[str]
+    temperature: float
+    labels: list[str]
+    mixture: Mixture
+
+
 class MixtureDataModule(L.LightningDataModule):
+    """Serves segment i of the run as Lightning epoch i (dataloaders reload every epoch).
+
+    Segments come from the language-set and temperature milestones (token counts); each epoch's
+    StreamingDataset holds exactly its segment's rows, so the switch happens at the milestone step.
+    A hash of the segments goes into the checkpoint: resuming with another mixture is an error,
+    never silently repeated data.
+    """
+
     def __init__(self, root: str, languages: str | list[str], temperature: float, budget_tokens: float,
                  micro_batch: int, seed: int = 21, num_workers: int = 0, max_epochs: float = 5.0,
-                 num_canonical_nodes: int = 1, vocab_size: int | None = None, boost: dict[str, float] | None = None) -> None:
+                 num_canonical_nodes: int = 1, vocab_size: int | None = None, boost: dict[str, float] | None = None,
+                 language_milestones: list[tuple[float, str | list[str]]] = (),
+                 temperature_milestones: list[tuple[float, float]] = (), step_tokens: int | None = None) -> None:
         super().__init__()
         self.root = Path(root)
-        self.languages, self.temperature, self.budget = languages, temperature, budget_tokens
+        self.budget = budget_tokens
         self.micro_batch, self.seed, self.num_workers = micro_batch, seed, num_workers
         self.max_epochs, self.num_canonical_nodes, self.vocab_size = max_epochs, num_canonical_nodes, vocab_size
+        self.boost = boost or {}
         self.manifest = self._checked_manifest()
-        self.labels = self._resolve_labels()
-        tokens = {k: self.manifest["languages"][k]["train"]["tokens"] for k in self.labels}
+        self.step_tokens = step_tokens or micro_batch * self.row_length
+        language_milestones, temperature_milestones = sorted(language_milestones, key=lambda m: m[0]), sorted(temperature_milestones)
+        self.segments = [
+            self._segment(start, end, value_at(start, languages, language_milestones), value_at(start, temperature, temperature_milestones))
+            for start, end in segment_bounds(budget_tokens, self.step_tokens, language_milestones, temperature_milestones)
+        ]
+        self.labels = sorted({k for seg in self.segments for k in seg.labels})
+        self.mixture = self.segments[0].mixture
+
+    def _segment(self, start: int, end: int, languages, temperature: float) -> Segment:
+        labels = self._resolve_labels(languages)
+        tokens = {k: self.manifest["languages"][k]["train"]["tokens"] for k in labels}
         # A boost named by ISO code applies to every script of that language.
-        by_label = {k: f for code, f in (boost or {}).items() for k in self.labels if k == code or k.split("_")[0] == code}
-        self.mixture: Mixture = temperature_mixture(tokens, temperature, budget_tokens, max_epochs, by_label)
+        boost = {k: f for code, f in self.boost.items() for k in labels if k == code or k.split("_")[0] == code}
+        mixture = temperature_mixture(tokens, temperature, end - start, self.max_epochs, boost)
+        return Segment(start, end, languages, temperature, labels, mixture)
+
+    def segment_for(self, tokens: float) -> Segment:
+        return next((seg for seg in self.segments if tokens < seg.end), self.segments[-1])
+
+    def mixture_hash(self) -> str:
+        described = [self.root.resolve().as_posix(), self.seed, self.row_length, self.step_tokens,
+                     [(seg.start, seg.end, {k: round(v, 9) for k, v in sorted(seg.mixture.shares.items())}) for seg in self.segments]]
+        return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
+
+    def state_dict(self) -> dict:
+        return {"mixture_hash": self.mixture_hash()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("mixture_hash") != self.mixture_hash():
+            raise ValueError(
+                "this run's checkpoint was trained on another data mixture (data root, seed, languages, τ, milestones, "
+                "budget or batch geometry changed); resuming would repeat or skip data. Restore the original settings, "
+                "or start a new run with another experiment="
+            )
 
     def _checked_manifest(self) -> dict:
         manifest = read_manifest(self.root)
@@ -78,14 +133,14 @@ class MixtureDataModule(L.LightningDataModule):
                 check_shards(self.root / label / split)
         return manifest
 
-    def _resolve_labels(self) -> list[str]:
+    def _resolve_labels(self, languages: str | list[str]) -> list[str]:
         available = sorted(self.manifest["languages"])
-        labels = labels_for(self.languages, available) if isinstance(self.languages, str) else list(self.languages)
+        labels = labels_for(languages, available) if isinstance(languages, str) else list(languages)
         missing = sorted(set(labels) - set(available))
         if missing:
             raise ValueError(f"languages {missing} have no data in {self.root}; it holds {available}")
         if not labels:
-            raise ValueError(f"language set {self.languages!r} matches none of the {len(available)} languages in {self.root}")
+            raise ValueError(f"language set {languages!r} matches none of the {len(available)} languages in {self.root}")
         return labels
 
     @property
@@ -96,8 +151,10 @@ class MixtureDataModule(L.LightningDataModule):
         from streaming import Stream, StreamingDataLoader, StreamingDataset
 
         export_rank_env(self.trainer)
-        streams = [Stream(local=str(self.root / k), split="train", proportion=self.mixture.shares[k]) for k in self.labels]
-        rows = max(1, int(round(self.budget / self.row_length)))
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        seg = self.segments[min(epoch, len(self.segments) - 1)]
+        streams = [Stream(local=str(self.root / k), split="train", proportion=seg.mixture.shares[k]) for k in seg.labels]
+        rows = max(1, (seg.end - seg.start) // self.row_length)
         ds = StreamingDataset(streams=streams, epoch_size=rows, shuffle=True, shuffle_seed=self.seed,
                               batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
         return StreamingDataLoader(ds, batch_size=self.micro_batch, collate_fn=collate_rows,
