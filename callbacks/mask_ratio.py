@@ -31,8 +31,11 @@ class MaskRatioSchedule(L.Callback):
         mask_ratio_at(0, points, mode)
         self.points, self.mode = points, mode
 
+    def at(self, tokens: float) -> float:
+        return mask_ratio_at(tokens, self.points, self.mode)
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         tokens = tokens_at_step_start(trainer, pl_module, batch_idx)
         if tokens is None:
             return
-        pl_module.mask_ratio = mask_ratio_at(tokens, self.points, self.mode)
+        pl_module.mask_ratio = self.at(tokens)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .config_schema import register, validate
 
@@ -33,52 +33,6 @@ def make_logger(kind: str, run_dir: Path):
     return loggers.WandbLogger(save_dir=str(run_dir), offline=True, project="mmbert_pl")
 
 
-def schedules(cfg: DictConfig, budget: float) -> list:
-    """The LR and mask-ratio callbacks, their token counts scaled from shares of the run's budget."""
-    from callbacks.language_set import LanguageSetSchedule
-    from callbacks.lr import LRSchedule
-    from callbacks.mask_ratio import MaskRatioSchedule
-    from callbacks.temperature import TemperatureSchedule
-
-    lr = cfg.callbacks.lr
-    points = cfg.callbacks.mask.points
-    mask = [(share * budget, ratio) for share, ratio in points] if points else cfg.mask_ratio
-    return [
-        LRSchedule(cfg.optimizer.lr, t_warmup=lr.warmup * budget, t_max=budget, t_decay=lr.decay * budget,
-                   alpha_f=lr.alpha_f, shape=lr.shape),
-        MaskRatioSchedule(mask, cfg.callbacks.mask.mode),
-        LanguageSetSchedule(plain(cfg.data.languages), [(s * budget, plain(v)) for s, v in cfg.callbacks.language_milestones]),
-        TemperatureSchedule(cfg.data.temperature, [(s * budget, t) for s, t in cfg.callbacks.temperature_milestones]),
-    ]
-
-
-def plain(value):
-    """A config list as a Python list (a named set stays a string)."""
-    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
-
-
-def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path]:
-    """(shard folder, its manifest, its tokenizer): `data.root`, or the bundled sample prepared into the cache."""
-    from data_prep.manifest import read_manifest
-    from data_prep.tokenizer import file_sha256
-
-    from .sample_data import prepare_sample
-
-    s = cfg.data.sample
-    row_length = cfg.data.row_length or s.row_length
-    root = Path(cfg.data.root) if cfg.data.root else prepare_sample(cfg.data.cache_dir, s.vocab_size, row_length, s.val_fraction)
-    manifest = read_manifest(root)
-    if manifest is None:
-        raise ValueError(f"data.root={root} has no manifest.json; build it with `python -m data_prep.shards --out {root} ...`")
-    if cfg.data.row_length and manifest["row_length"] != cfg.data.row_length:
-        raise ValueError(f"data.root={root} holds rows of {manifest['row_length']} tokens; this config expects "
-                         f"data.row_length={cfg.data.row_length}. Build shards with --row-length {cfg.data.row_length}")
-    tok_path = Path(manifest["tokenizer"]["path"])
-    if not tok_path.exists() or file_sha256(tok_path) != manifest["tokenizer"]["sha256"]:
-        raise ValueError(f"the tokenizer these shards were made with ({tok_path}) is missing or changed; restore it or rebuild the shards")
-    return root, manifest, tok_path
-
-
 def train(cfg: DictConfig) -> None:
     logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
 
@@ -89,38 +43,23 @@ def train(cfg: DictConfig) -> None:
     from callbacks.token_budget import TokenBudget
     from data_prep.tokenizer import ordinary_ids
 
-    from .batch_geometry import batch_geometry
-    from .data.datamodule import MixtureDataModule
     from .hf import export_hf
     from .init_from import load_initial_weights
-    from .model import named_config
     from .module import MLMModule
+    from .run_plan import plan_run
 
     run_dir = Path(cfg.run_dir)
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
     last = ckpt_dir / "last.ckpt"
-    root, manifest, tok_path = resolve_data(cfg)
-    tok = manifest["tokenizer"]
-    geo = batch_geometry(cfg, manifest["row_length"])
-    budget = geo.budget
+    plan = plan_run(cfg)
+    root, manifest, tok_path, geo, dm = plan.root, plan.manifest, plan.tokenizer, plan.geometry, plan.datamodule
+    tok, budget = manifest["tokenizer"], geo.budget
     if finished_file.exists():
         finished = json.loads(finished_file.read_text())
         print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
               f"Hugging Face export {finished['hf_export']}. To train on, start a new run from it: "
               f"experiment=NEW init_from={finished['checkpoint']}")
         return
-    model_cfg = named_config(cfg.model.name, vocab_size=tok["vocab_size"], pad_id=tok["pad"],
-                             global_rope_theta=cfg.model.global_rope_theta, local_rope_theta=cfg.model.local_rope_theta)
-    if manifest["row_length"] > model_cfg.max_position:
-        raise ValueError(f"rows of {manifest['row_length']} tokens exceed model {cfg.model.name}'s max_position {model_cfg.max_position}")
-
-    scheduled = schedules(cfg, budget)
-    languages, temperatures = scheduled[2], scheduled[3]
-    dm = MixtureDataModule(str(root), languages.initial, temperatures.initial, budget, geo.micro_batch, seed=cfg.seed,
-                           num_workers=cfg.data.num_workers, max_epochs=cfg.data.max_epochs,
-                           num_canonical_nodes=cfg.data.num_canonical_nodes, vocab_size=model_cfg.vocab_size,
-                           boost=dict(cfg.data.boost), language_milestones=languages.milestones,
-                           temperature_milestones=temperatures.milestones, step_tokens=geo.tokens_per_step)
     mixture_file = run_dir / "mixture.json"
     if last.exists() and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
         raise ValueError(f"{last} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
@@ -134,7 +73,7 @@ def train(cfg: DictConfig) -> None:
     for seg in dm.segments:
         print(f"segment {seg.start:,}-{seg.end:,} tokens: {seg.languages} ({len(seg.labels)} languages), τ={seg.temperature}\n{seg.mixture.table()}")
     L.seed_everything(cfg.seed, workers=True)
-    module = MLMModule(model_cfg, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
+    module = MLMModule(plan.model, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
                        betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
                        seed=cfg.seed, attn_backend=cfg.model.attn_backend)
@@ -152,7 +91,7 @@ def train(cfg: DictConfig) -> None:
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
-        callbacks=[checkpoint, *scheduled, TokenBudget(budget, cfg.callbacks.peak_flops)],
+        callbacks=[checkpoint, *plan.schedules, TokenBudget(budget, cfg.callbacks.peak_flops)],
         reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
     )
     trainer.logger.log_hyperparams({"data_root": str(root), "budget_tokens": budget, "mixture_hash": dm.mixture_hash(),

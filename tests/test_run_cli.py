@@ -80,3 +80,15 @@ def test_bad_config_is_one_clear_error_before_work(tmp_path: Path, override: str
 def test_data_root_without_manifest_is_an_error(tmp_path: Path) -> None:
     result = run_cli(f"data.root={tmp_path}", runs=tmp_path / "runs", cache=tmp_path / "cache")
     assert result.returncode == 2 and "no manifest.json" in result.stderr
+
+
+def test_plan_shows_the_cascade_without_training(tmp_path: Path) -> None:
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "mmbert_pl.plan", "+stage=sample_cascade"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "tiny-sample_cascade"
+    assert (run_dir / "plan.png").stat().st_size > 10_000 and not (run_dir / "checkpoints").exists()
+    out = result.stdout
+    assert "300 optimizer steps" in out
+    assert "pretrain (20 languages), τ=0.7" in out and "ext (30 languages), τ=0.5" in out and "decay_all (40 languages), τ=0.3" in out
+    assert "1.600e-05" in out                                             # the LR ends at 0.02 x 8e-4

@@ -1,0 +1,88 @@
+"""Everything a run decides before training: data, batch geometry, schedules, segments and mixtures.
+`python -m mmbert_pl.run` trains on it; `python -m mmbert_pl.plan` only shows it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .batch_geometry import BatchGeometry, batch_geometry
+from .model import EncoderConfig, named_config
+
+
+@dataclass
+class RunPlan:
+    root: Path
+    manifest: dict
+    tokenizer: Path
+    geometry: BatchGeometry
+    model: EncoderConfig
+    schedules: list             # LR, mask ratio, language set, temperature callbacks
+    datamodule: object          # MixtureDataModule
+
+
+def schedules(cfg: DictConfig, budget: float) -> list:
+    """The LR and mask-ratio callbacks, their token counts scaled from shares of the run's budget."""
+    from callbacks.language_set import LanguageSetSchedule
+    from callbacks.lr import LRSchedule
+    from callbacks.mask_ratio import MaskRatioSchedule
+    from callbacks.temperature import TemperatureSchedule
+
+    lr = cfg.callbacks.lr
+    points = cfg.callbacks.mask.points
+    mask = [(share * budget, ratio) for share, ratio in points] if points else cfg.mask_ratio
+    return [
+        LRSchedule(cfg.optimizer.lr, t_warmup=lr.warmup * budget, t_max=budget, t_decay=lr.decay * budget,
+                   alpha_f=lr.alpha_f, shape=lr.shape),
+        MaskRatioSchedule(mask, cfg.callbacks.mask.mode),
+        LanguageSetSchedule(plain(cfg.data.languages), [(s * budget, plain(v)) for s, v in cfg.callbacks.language_milestones]),
+        TemperatureSchedule(cfg.data.temperature, [(s * budget, t) for s, t in cfg.callbacks.temperature_milestones]),
+    ]
+
+
+def plain(value):
+    """A config list as a Python list (a named set stays a string)."""
+    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+
+
+def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path]:
+    """(shard folder, its manifest, its tokenizer): `data.root`, or the bundled sample prepared into the cache."""
+    from data_prep.manifest import read_manifest
+    from data_prep.tokenizer import file_sha256
+
+    from .sample_data import prepare_sample
+
+    s = cfg.data.sample
+    row_length = cfg.data.row_length or s.row_length
+    root = Path(cfg.data.root) if cfg.data.root else prepare_sample(cfg.data.cache_dir, s.vocab_size, row_length, s.val_fraction)
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise ValueError(f"data.root={root} has no manifest.json; build it with `python -m data_prep.shards --out {root} ...`")
+    if cfg.data.row_length and manifest["row_length"] != cfg.data.row_length:
+        raise ValueError(f"data.root={root} holds rows of {manifest['row_length']} tokens; this config expects "
+                         f"data.row_length={cfg.data.row_length}. Build shards with --row-length {cfg.data.row_length}")
+    tok_path = Path(manifest["tokenizer"]["path"])
+    if not tok_path.exists() or file_sha256(tok_path) != manifest["tokenizer"]["sha256"]:
+        raise ValueError(f"the tokenizer these shards were made with ({tok_path}) is missing or changed; restore it or rebuild the shards")
+    return root, manifest, tok_path
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    from .data.datamodule import MixtureDataModule
+
+    root, manifest, tok_path = resolve_data(cfg)
+    tok = manifest["tokenizer"]
+    geo = batch_geometry(cfg, manifest["row_length"])
+    model_cfg = named_config(cfg.model.name, vocab_size=tok["vocab_size"], pad_id=tok["pad"],
+                             global_rope_theta=cfg.model.global_rope_theta, local_rope_theta=cfg.model.local_rope_theta)
+    if manifest["row_length"] > model_cfg.max_position:
+        raise ValueError(f"rows of {manifest['row_length']} tokens exceed model {cfg.model.name}'s max_position {model_cfg.max_position}")
+    scheduled = schedules(cfg, geo.budget)
+    languages, temperatures = scheduled[2], scheduled[3]
+    dm = MixtureDataModule(str(root), languages.initial, temperatures.initial, geo.budget, geo.micro_batch, seed=cfg.seed,
+                           num_workers=cfg.data.num_workers, max_epochs=cfg.data.max_epochs,
+                           num_canonical_nodes=cfg.data.num_canonical_nodes, vocab_size=model_cfg.vocab_size,
+                           boost=dict(cfg.data.boost), language_milestones=languages.milestones,
+                           temperature_milestones=temperatures.milestones, step_tokens=geo.tokens_per_step)
+    return RunPlan(root, manifest, tok_path, geo, model_cfg, scheduled, dm)
