@@ -6,6 +6,6 @@ import lightning as L
 
 def tokens_at_step_start(trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> int | None:
     """Tokens seen when an optimizer step begins; None on the other micro-batches of the step."""
-    if batch_idx % max(1, trainer.accumulate_grad_batches):
+    if pl_module.micro_index:
         return None
     return int(pl_module.tokens_seen)

@@ -44,6 +44,5 @@ class TokenBudget(L.Callback):
             metrics["perf/mfu"] = flops * real * trainer.world_size / seconds / (self.peak_flops * trainer.world_size)
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
         pl_module.log("tok/s", metrics["perf/tokens_per_s"], on_step=True, on_epoch=False, prog_bar=True, logger=False)
-        step_done = (batch_idx + 1) % max(1, trainer.accumulate_grad_batches) == 0
-        if step_done and int(pl_module.tokens_seen) >= self.max_tokens:
+        if pl_module.micro_index == 0 and int(pl_module.tokens_seen) >= self.max_tokens:   # right after an optimizer step
             trainer.should_stop = True

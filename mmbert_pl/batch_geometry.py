@@ -11,10 +11,17 @@ from omegaconf import DictConfig
 class BatchGeometry:
     row_length: int
     micro_batch: int          # rows per device per forward pass
-    accumulate: int           # micro-batches per optimizer step
+    accumulate: int           # micro-batches per optimizer step once the batch warmup is over
     devices: int
     budget: float             # tokens, padding included
     max_steps: int
+    warmup_tokens: float = 0.0
+    warmup_min_accumulate: int = 1
+
+    @property
+    def tokens_per_round(self) -> int:
+        """Tokens of one micro-batch on every device."""
+        return self.micro_batch * self.devices * self.row_length
 
     @property
     def rows_per_step(self) -> int:
@@ -25,16 +32,29 @@ class BatchGeometry:
         return self.rows_per_step * self.row_length
 
 
+def steps_for(budget: float, tokens_per_round: int, accumulate: int, warmup_tokens: float, k_min: int) -> int:
+    """Optimizer steps until the budget is reached, counting the smaller steps of the batch warmup."""
+    from callbacks.batch_warmup import accumulation_at
+
+    tokens, steps = 0, 0
+    while tokens < warmup_tokens and tokens < budget:
+        tokens += accumulation_at(tokens, k_min, accumulate, warmup_tokens) * tokens_per_round
+        steps += 1
+    return steps + max(0, math.ceil((budget - tokens) / (accumulate * tokens_per_round)))
+
+
 def batch_geometry(cfg: DictConfig, row_length: int) -> BatchGeometry:
-    """`data.global_batch_rows` fixes accumulation; `trainer.max_tokens` x `budget_scale` fixes the steps."""
+    """`data.global_batch_rows` fixes accumulation; `trainer.max_tokens` x `budget_scale` fixes the budget;
+    the batch warmup (a share of the budget) makes the first steps smaller."""
     devices, micro = cfg.trainer.devices, cfg.data.micro_batch
     rows = cfg.data.global_batch_rows
     accumulate = rows // (micro * devices) if rows else cfg.trainer.accumulate_grad_batches
-    tokens_per_step = micro * accumulate * devices * row_length
+    per_round = micro * devices * row_length
+    warmup = cfg.callbacks.batch_warmup
     if cfg.trainer.max_tokens is not None:
         budget = cfg.trainer.max_tokens * cfg.budget_scale
-        max_steps = max(1, math.ceil(budget / tokens_per_step))
     else:
-        max_steps = cfg.trainer.max_steps
-        budget = max_steps * tokens_per_step
-    return BatchGeometry(row_length, micro, accumulate, devices, float(budget), max_steps)
+        budget = cfg.trainer.max_steps * accumulate * per_round
+    warmup_tokens = warmup.share * budget
+    max_steps = max(1, steps_for(budget, per_round, accumulate, warmup_tokens, warmup.min_accumulate))
+    return BatchGeometry(row_length, micro, accumulate, devices, float(budget), max_steps, warmup_tokens, warmup.min_accumulate)

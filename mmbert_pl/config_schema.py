@@ -85,11 +85,19 @@ class MaskConf:
 
 
 @dataclass
+class BatchWarmupConf:
+    """The global batch grows from min_accumulate micro-batch rounds to the full batch over this share of the budget."""
+    share: float = 0.0
+    min_accumulate: int = 1
+
+
+@dataclass
 class CallbacksConf:
     checkpoint_every_n_steps: int = 100
     keep_last_checkpoints: int = 3
     lr: LRConf = field(default_factory=LRConf)
     mask: MaskConf = field(default_factory=MaskConf)
+    batch_warmup: BatchWarmupConf = field(default_factory=BatchWarmupConf)
     # [[budget share, named set or list of labels], ...]: the language set from that point on
     language_milestones: Any = field(default_factory=list)
     # [[budget share, τ], ...]
@@ -155,6 +163,12 @@ def validate(cfg: Any) -> None:
          f"callbacks.lr.warmup={lr.warmup}, decay={lr.decay}: shares of the budget in [0, 1] that sum to <= 1")
     need(0 <= lr.alpha_f <= 1, f"callbacks.lr.alpha_f={lr.alpha_f}: must be in [0, 1]")
     need(lr.shape in SHAPES, f"callbacks.lr.shape={lr.shape!r}: choose one of {list(SHAPES)}")
+    bw = cfg.callbacks.batch_warmup
+    need(0 <= bw.share <= 1 and bw.min_accumulate >= 1,
+         f"callbacks.batch_warmup: share={bw.share} must be in [0, 1], min_accumulate={bw.min_accumulate} >= 1")
+    full = rows // per_pass if rows else cfg.trainer.accumulate_grad_batches
+    need(bw.share == 0 or bw.min_accumulate < full,
+         f"callbacks.batch_warmup.min_accumulate={bw.min_accumulate} must be below the full batch's {full} micro-batch rounds")
     need(cfg.callbacks.mask.mode in ("linear", "steps"), f"callbacks.mask.mode={cfg.callbacks.mask.mode!r}: linear or steps")
     for share, value in [*cfg.callbacks.language_milestones, *cfg.callbacks.temperature_milestones]:
         need(0 <= share <= 1, f"milestone [{share}, {value}]: the share of the budget must be in [0, 1]")

@@ -12,11 +12,17 @@ from .optim import StableAdamW, parameter_groups
 
 
 class MLMModule(L.LightningModule):
+    """Accumulation is ours (manual optimization): the batch-size warmup changes it between optimizer
+    steps, which Lightning's fixed `accumulate_grad_batches` cannot do exactly."""
+
     def __init__(self, model: EncoderConfig, random_pool: list[int], mask_id: int = 4, mask_ratio: float = 0.3,
                  val_mask_ratio: float = 0.15, val_languages: list[str] | None = None, lr: float = 8e-4,
                  betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, weight_decay: float = 8e-5,
-                 seed: int = 21, attn_backend: str = "auto") -> None:
+                 seed: int = 21, attn_backend: str = "auto", accumulate: int = 1) -> None:
         super().__init__()
+        self.automatic_optimization = False
+        self.accumulate = accumulate             # micro-batches per optimizer step; the batch warmup sets it
+        self.micro_index = 0                     # micro-batches done in the current optimizer step
         self.save_hyperparameters({"model": model.to_dict(), "mask_id": mask_id, "mask_ratio": mask_ratio,
                                    "val_mask_ratio": val_mask_ratio, "val_languages": val_languages, "lr": lr,
                                    "betas": betas, "eps": eps, "weight_decay": weight_decay, "seed": seed,
@@ -37,11 +43,17 @@ class MLMModule(L.LightningModule):
         return inputs, labels, cu, max_len
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)
-        seed = mask_seed(self.hparams.seed, self.global_step, self.global_rank, micro)
+        seed = mask_seed(self.hparams.seed, self.global_step, self.global_rank, self.micro_index)
         inputs, labels, cu, max_len = self._masked(batch, self.mask_ratio, seed)
         out = self.model(inputs, cu, max_len, labels=labels)
+        self.manual_backward(out.loss / self.accumulate)
         self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
+        self.micro_index += 1
+        if self.micro_index >= self.accumulate:
+            optimizer = self.optimizers()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.micro_index = 0
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/mask_ratio", self.mask_ratio, prog_bar=True)
         self.log("global_step", float(self.global_step))

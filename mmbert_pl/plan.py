@@ -17,14 +17,14 @@ register()
 
 
 def schedule_table(plan, points: int = 201) -> list[dict]:
-    lr, mask, languages, temperature = plan.schedules
-    geo, dm = plan.geometry, plan.datamodule
+    sched, geo, dm = plan.schedules, plan.geometry, plan.datamodule
     rows = []
     for i in range(points):
         tokens = geo.budget * i / (points - 1)
         rows.append({
-            "tokens": tokens, "lr": lr.lr(tokens), "mask_ratio": mask.at(tokens), "temperature": temperature.at(tokens),
-            "languages": len(dm.segment_for(tokens).labels), "global_batch_tokens": geo.tokens_per_step,
+            "tokens": tokens, "lr": sched.lr.lr(tokens), "mask_ratio": sched.mask.at(tokens),
+            "temperature": sched.temperature.at(tokens), "languages": len(dm.segment_for(tokens).labels),
+            "global_batch_tokens": sched.batch.at(tokens) * geo.tokens_per_round,
         })
     return rows
 

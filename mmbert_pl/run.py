@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> None:
     module = MLMModule(plan.model, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
                        betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
-                       seed=cfg.seed, attn_backend=cfg.model.attn_backend)
+                       seed=cfg.seed, attn_backend=cfg.model.attn_backend, accumulate=geo.accumulate)
     if cfg.init_from and not last.exists():     # a stage's first launch; later launches resume its own checkpoint
         load_initial_weights(module.model, cfg.init_from)
         print(f"initialised weights from {cfg.init_from}; this stage's clock starts at 0")
@@ -87,11 +87,11 @@ def train(cfg: DictConfig) -> None:
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices,
         precision=t.precision or ("bf16-mixed" if torch.cuda.is_available() and t.accelerator != "cpu" else "32-true"),
-        max_steps=geo.max_steps, accumulate_grad_batches=geo.accumulate,
+        max_steps=geo.max_steps,
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
-        callbacks=[checkpoint, *plan.schedules, TokenBudget(budget, cfg.callbacks.peak_flops)],
+        callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops)],
         reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
     )
     trainer.logger.log_hyperparams({"data_root": str(root), "budget_tokens": budget, "mixture_hash": dm.mixture_hash(),

@@ -18,27 +18,42 @@ class RunPlan:
     tokenizer: Path
     geometry: BatchGeometry
     model: EncoderConfig
-    schedules: list             # LR, mask ratio, language set, temperature callbacks
+    schedules: "Schedules"
     datamodule: object          # MixtureDataModule
 
 
-def schedules(cfg: DictConfig, budget: float) -> list:
-    """The LR and mask-ratio callbacks, their token counts scaled from shares of the run's budget."""
+@dataclass
+class Schedules:
+    """One Lightning callback per schedule, token counts scaled from shares of the run's budget."""
+    lr: object
+    mask: object
+    languages: object
+    temperature: object
+    batch: object
+
+    def callbacks(self) -> list:
+        # The batch warmup first: the others read the accumulation it sets for the step.
+        return [self.batch, self.lr, self.mask, self.languages, self.temperature]
+
+
+def schedules(cfg: DictConfig, geo: BatchGeometry) -> Schedules:
+    from callbacks.batch_warmup import BatchWarmup
     from callbacks.language_set import LanguageSetSchedule
     from callbacks.lr import LRSchedule
     from callbacks.mask_ratio import MaskRatioSchedule
     from callbacks.temperature import TemperatureSchedule
 
-    lr = cfg.callbacks.lr
+    budget, lr = geo.budget, cfg.callbacks.lr
     points = cfg.callbacks.mask.points
     mask = [(share * budget, ratio) for share, ratio in points] if points else cfg.mask_ratio
-    return [
-        LRSchedule(cfg.optimizer.lr, t_warmup=lr.warmup * budget, t_max=budget, t_decay=lr.decay * budget,
-                   alpha_f=lr.alpha_f, shape=lr.shape),
-        MaskRatioSchedule(mask, cfg.callbacks.mask.mode),
-        LanguageSetSchedule(plain(cfg.data.languages), [(s * budget, plain(v)) for s, v in cfg.callbacks.language_milestones]),
-        TemperatureSchedule(cfg.data.temperature, [(s * budget, t) for s, t in cfg.callbacks.temperature_milestones]),
-    ]
+    return Schedules(
+        lr=LRSchedule(cfg.optimizer.lr, t_warmup=lr.warmup * budget, t_max=budget, t_decay=lr.decay * budget,
+                      alpha_f=lr.alpha_f, shape=lr.shape),
+        mask=MaskRatioSchedule(mask, cfg.callbacks.mask.mode),
+        languages=LanguageSetSchedule(plain(cfg.data.languages), [(s * budget, plain(v)) for s, v in cfg.callbacks.language_milestones]),
+        temperature=TemperatureSchedule(cfg.data.temperature, [(s * budget, t) for s, t in cfg.callbacks.temperature_milestones]),
+        batch=BatchWarmup(geo.warmup_min_accumulate, geo.accumulate, geo.warmup_tokens, geo.micro_batch * geo.devices),
+    )
 
 
 def plain(value):
@@ -78,8 +93,8 @@ def plan_run(cfg: DictConfig) -> RunPlan:
                              global_rope_theta=cfg.model.global_rope_theta, local_rope_theta=cfg.model.local_rope_theta)
     if manifest["row_length"] > model_cfg.max_position:
         raise ValueError(f"rows of {manifest['row_length']} tokens exceed model {cfg.model.name}'s max_position {model_cfg.max_position}")
-    scheduled = schedules(cfg, geo.budget)
-    languages, temperatures = scheduled[2], scheduled[3]
+    scheduled = schedules(cfg, geo)
+    languages, temperatures = scheduled.languages, scheduled.temperature
     dm = MixtureDataModule(str(root), languages.initial, temperatures.initial, geo.budget, geo.micro_batch, seed=cfg.seed,
                            num_workers=cfg.data.num_workers, max_epochs=cfg.data.max_epochs,
                            num_canonical_nodes=cfg.data.num_canonical_nodes, vocab_size=model_cfg.vocab_size,

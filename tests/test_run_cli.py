@@ -92,3 +92,18 @@ def test_plan_shows_the_cascade_without_training(tmp_path: Path) -> None:
     assert "300 optimizer steps" in out
     assert "pretrain (20 languages), τ=0.7" in out and "ext (30 languages), τ=0.5" in out and "decay_all (40 languages), τ=0.3" in out
     assert "1.600e-05" in out                                             # the LR ends at 0.02 x 8e-4
+
+
+@pytest.mark.slow
+def test_batch_warmup_grows_the_global_batch_in_equal_steps(tmp_path: Path) -> None:
+    result = run_cli("trainer.max_steps=12", "data.global_batch_rows=32", "data.micro_batch=8", "callbacks.batch_warmup.share=0.5",
+                     "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "trainer.val_check_interval=1000",
+                     runs=tmp_path / "runs", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Budget 12 x 32 rows x 512 tokens; the first half warms up through 8, 16, 24 rows, 4 steps each, then 6 steps of 32.
+    assert "finished at step 18" in result.stdout
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "sample" / "logs" / "metrics.csv")))
+    # One log row per micro-batch (8 rows each): a step of k micro-batches fills k rows.
+    sizes = [int(float(r["schedule/global_batch_rows"])) for r in rows if r.get("schedule/global_batch_rows")]
+    assert sizes == [8] * (4 * 1) + [16] * (4 * 2) + [24] * (4 * 3) + [32] * (6 * 4)
+    assert max(float(r["perf/tokens_seen"]) for r in rows if r.get("perf/tokens_seen")) == 12 * 32 * 512

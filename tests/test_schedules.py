@@ -56,3 +56,21 @@ def test_mask_ratio_points() -> None:
         MaskRatioSchedule([(0, 0.3), (0, 0.2)])
     with pytest.raises(ValueError, match="ratios in"):
         MaskRatioSchedule(1.2)
+
+
+def test_batch_warmup_gives_every_size_the_same_number_of_steps() -> None:
+    from callbacks.batch_warmup import accumulation_at
+    from mmbert_pl.batch_geometry import steps_for
+
+    k_min, k_max, warmup, per_round = 1, 12, 60e9, 8 * 48 * 1024      # mmBERT-base on 8 GPUs: 48-row micro-batches
+    tokens, steps_at = 0.0, {}
+    while tokens < warmup:
+        k = accumulation_at(tokens, k_min, k_max, warmup)
+        steps_at[k] = steps_at.get(k, 0) + 1
+        tokens += k * per_round
+    assert sorted(steps_at) == list(range(1, 12))
+    assert max(steps_at.values()) - min(steps_at.values()) <= 1
+    assert 2300 <= steps_at[5] <= 2330                                  # ≈ 2,312 steps per size (recipe §5)
+    assert accumulation_at(warmup, k_min, k_max, warmup) == k_max and accumulation_at(0, k_min, k_max, 0) == k_max
+    total = steps_for(2.3e12, per_round, k_max, warmup, k_min)
+    assert total == sum(steps_at.values()) + -(-(2.3e12 - tokens) // (k_max * per_round))
