@@ -120,6 +120,7 @@ class RunConf:
     val_mask_ratio: float = 0.15
     budget_scale: float = 1.0           # multiplies trainer.max_tokens: the same recipe shrunk (or grown)
     init_from: Optional[str] = None     # weights to start a stage from: our .ckpt or a Hugging Face directory
+    init_optimizer: bool = False        # also keep its optimizer moments (our .ckpt only)
     recipe: Any = None                  # per-model values a stage file picks from with ${recipe.${model.name}.KEY}
 
 
@@ -147,6 +148,7 @@ def validate(cfg: Any) -> None:
     need(cfg.trainer.max_steps > 0, f"trainer.max_steps={cfg.trainer.max_steps}: the budget must be > 0 steps")
     need(cfg.trainer.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches must be > 0")
     need(cfg.trainer.max_tokens is None or cfg.trainer.max_tokens > 0, f"trainer.max_tokens={cfg.trainer.max_tokens}: the budget must be > 0 tokens")
+    need(not cfg.init_optimizer or bool(cfg.init_from), "init_optimizer=true needs init_from=<a .ckpt of ours>")
     need(cfg.budget_scale > 0, f"budget_scale={cfg.budget_scale}: must be > 0")
     need(cfg.budget_scale == 1 or cfg.trainer.max_tokens is not None, "budget_scale scales trainer.max_tokens: set it (a stage does)")
     rows = cfg.data.global_batch_rows

@@ -9,6 +9,17 @@ from .hf import import_hf
 from .model import MMBertForMaskedLM
 
 
+def load_optimizer_moments(path: str | Path) -> dict:
+    """The optimizer state (moments, step counts) of our checkpoint, for a stage that keeps them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"init_optimizer=true needs init_from to be one of our .ckpt files; {path} holds no optimizer state")
+    states = torch.load(path, map_location="cpu", weights_only=False).get("optimizer_states") or []
+    if len(states) != 1:
+        raise ValueError(f"{path} holds {len(states)} optimizer states, expected 1")
+    return states[0]
+
+
 def load_initial_weights(model: MMBertForMaskedLM, path: str | Path) -> None:
     """Copy weights from our Lightning checkpoint (.ckpt) or a Hugging Face ModernBERT directory."""
     path = Path(path)

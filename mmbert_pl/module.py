@@ -23,6 +23,7 @@ class MLMModule(L.LightningModule):
         self.automatic_optimization = False
         self.accumulate = accumulate             # micro-batches per optimizer step; the batch warmup sets it
         self.micro_index = 0                     # micro-batches done in the current optimizer step
+        self.initial_optimizer_state: dict | None = None   # a previous stage's moments (init_from + init_optimizer)
         self.save_hyperparameters({"model": model.to_dict(), "mask_id": mask_id, "mask_ratio": mask_ratio,
                                    "val_mask_ratio": val_mask_ratio, "val_languages": val_languages, "lr": lr,
                                    "betas": betas, "eps": eps, "weight_decay": weight_decay, "seed": seed,
@@ -84,6 +85,16 @@ class MLMModule(L.LightningModule):
         if losses:
             self.log("val/loss", torch.stack(losses).mean(), prog_bar=True)
             self.log("val/acc", torch.stack(accs).mean())
+
+    def on_fit_start(self) -> None:
+        """A new stage may keep the previous stage's moments, under this stage's LR and weight decay."""
+        if self.initial_optimizer_state is None or self.trainer.ckpt_path:
+            return
+        optimizer = self.trainer.optimizers[0]
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        optimizer.load_state_dict(self.initial_optimizer_state)
+        for group, hyper in zip(optimizer.param_groups, fresh):
+            group.update(hyper)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams

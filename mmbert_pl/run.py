@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> None:
     from data_prep.tokenizer import ordinary_ids
 
     from .hf import export_hf
-    from .init_from import load_initial_weights
+    from .init_from import load_initial_weights, load_optimizer_moments
     from .module import MLMModule
     from .run_plan import plan_run
 
@@ -79,7 +79,10 @@ def train(cfg: DictConfig) -> None:
                        seed=cfg.seed, attn_backend=cfg.model.attn_backend, accumulate=geo.accumulate)
     if cfg.init_from and not last.exists():     # a stage's first launch; later launches resume its own checkpoint
         load_initial_weights(module.model, cfg.init_from)
-        print(f"initialised weights from {cfg.init_from}; this stage's clock starts at 0")
+        if cfg.init_optimizer:
+            module.initial_optimizer_state = load_optimizer_moments(cfg.init_from)
+        print(f"initialised weights{' and optimizer moments' if cfg.init_optimizer else ''} from {cfg.init_from}; "
+              f"this stage's clock starts at 0")
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{global_step:07.0f}", auto_insert_metric_name=False,
                                  every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps, save_last=True,
                                  save_top_k=cfg.callbacks.keep_last_checkpoints, monitor="global_step", mode="max")

@@ -71,7 +71,7 @@ def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
     stages = [("pretrain", 1024, 10000.0, "data.global_batch_rows=4"), ("ext", 8192, 160000.0, "data.global_batch_rows=1"),
               ("decay_all", 8192, 160000.0, "data.global_batch_rows=1")]
     for stage, rows, theta, batch in stages:
-        extra = [f"init_from={previous}"] if previous else []
+        extra = [f"init_from={previous}", "init_optimizer=true"] if previous else []
         result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"+stage={stage}", *common, batch, *extra],
                                 capture_output=True, text=True, env=env, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -80,6 +80,35 @@ def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
         hf = json.loads((run_dir / "hf" / "config.json").read_text())
         assert hf["global_rope_theta"] == hf["local_rope_theta"] == theta
         if previous:
-            assert f"initialised weights from {previous}" in result.stdout
+            assert f"initialised weights and optimizer moments from {previous}" in result.stdout
         previous = run_dir / "checkpoints" / "last.ckpt"
     assert "fao_Latn" in result.stdout                                  # decay_all brings the low-resource languages
+
+
+def test_init_optimizer_keeps_moments_under_the_new_lr(tmp_path: Path, shard_dir: Path, tokenizer_model: Path) -> None:
+    import lightning as L
+    import torch
+
+    from data_prep.tokenizer import ordinary_ids
+    from mmbert_pl.data.datamodule import MixtureDataModule
+    from mmbert_pl.init_from import load_optimizer_moments
+    from mmbert_pl.model import named_config
+    from mmbert_pl.module import MLMModule
+
+    def fit(lr: float, steps: int, state=None) -> tuple[L.Trainer, MLMModule]:
+        module = MLMModule(named_config("tiny"), ordinary_ids(tokenizer_model), lr=lr, attn_backend="sdpa")
+        module.initial_optimizer_state = state
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, limit_val_batches=0)
+        trainer.fit(module, datamodule=MixtureDataModule(str(shard_dir), "pretrain", 0.7, steps * 4 * 1024, 4))
+        return trainer, module
+
+    first, _ = fit(8e-4, 3)
+    first.save_checkpoint(tmp_path / "a.ckpt")
+    state = load_optimizer_moments(tmp_path / "a.ckpt")
+    second, _ = fit(4e-4, 1, state)
+    opt = second.optimizers[0]
+    assert all(g["lr"] == 4e-4 and g["max_lr"] == 4e-4 for g in opt.param_groups)
+    assert opt.state[opt.param_groups[0]["params"][0]]["step"] == 4           # 3 steps carried over + 1
+    with pytest.raises(ValueError, match="no optimizer state"):
+        load_optimizer_moments(tmp_path)

@@ -138,3 +138,37 @@ def test_resuming_into_another_mixture_is_an_error(shard_dir: Path) -> None:
     a.load_state_dict(MixtureDataModule(str(shard_dir), "decay_all", 0.5, 1e5, 4).state_dict())
     with pytest.raises(ValueError, match="another data mixture"):
         b.load_state_dict(a.state_dict())
+
+
+def test_resume_mid_segment_serves_the_same_rows(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
+    """Stopped in the middle of the second segment and resumed: the same mixture, the same next rows."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    step_tokens, steps = 8 * 1024, 36
+    budget = steps * step_tokens
+
+    def run(ckpt_path=None, checkpoint_dir=None) -> dict[int, list[bytes]]:
+        seen: dict[int, list[bytes]] = {}
+
+        class Record(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                seen[trainer.global_step] = [r.tobytes() for r in batch["input_ids"].numpy().astype("uint32")]
+
+        dm = MixtureDataModule(str(shard_dir), "pretrain", 0.7, budget, micro_batch=8, step_tokens=step_tokens,
+                               language_milestones=[(budget / 3, "ext"), (2 * budget / 3, "decay_all")],
+                               temperature_milestones=[(budget / 3, 0.5), (2 * budget / 3, 0.3)])
+        module = MLMModule(named_config("tiny"), random_pool=ordinary_ids(tokenizer_model), attn_backend="sdpa")
+        callbacks = [Record()]
+        if checkpoint_dir:
+            callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=18, save_top_k=-1,
+                                             filename="s{step}"))
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=0,
+                            reload_dataloaders_every_n_epochs=1, callbacks=callbacks, enable_checkpointing=bool(checkpoint_dir))
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        return seen
+
+    whole = run(checkpoint_dir=tmp_path / "ck")
+    mid = next((tmp_path / "ck").glob("s*18*.ckpt"))
+    resumed = run(ckpt_path=str(mid))
+    assert sorted(resumed) == list(range(18, 36))
+    assert all(resumed[s] == whole[s] for s in range(18, 36))
