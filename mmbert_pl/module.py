@@ -1,6 +1,8 @@
 """LightningModule: MLM on packed rows with masking inside `training_step` (recipe §3–§4)."""
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 import torch
 import torchmetrics
@@ -47,7 +49,10 @@ class MLMModule(L.LightningModule):
         seed = mask_seed(self.hparams.seed, self.global_step, self.global_rank, self.micro_index)
         inputs, labels, cu, max_len = self._masked(batch, self.mask_ratio, seed)
         out = self.model(inputs, cu, max_len, labels=labels)
-        self.manual_backward(out.loss / self.accumulate)
+        last_micro = self.micro_index + 1 >= self.accumulate
+        block_sync = getattr(self.trainer.strategy, "block_backward_sync", None)   # DDP: all-reduce once per step
+        with contextlib.nullcontext() if last_micro or block_sync is None else block_sync():
+            self.manual_backward(out.loss / self.accumulate)
         self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
         self.micro_index += 1
         if self.micro_index >= self.accumulate:
