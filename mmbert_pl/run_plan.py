@@ -7,8 +7,28 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.batch_warmup import BatchWarmup
+from callbacks.language_set import LanguageSetSchedule
+from callbacks.lr import LRSchedule
+from callbacks.mask_ratio import MaskRatioSchedule
+from callbacks.temperature import TemperatureSchedule
+
 from .batch_geometry import BatchGeometry, batch_geometry
+from .data.datamodule import MixtureDataModule
 from .model import EncoderConfig, named_config
+
+
+@dataclass
+class Schedules:
+    """One Lightning callback per schedule, token counts scaled from shares of the run's budget."""
+    lr: LRSchedule
+    mask: MaskRatioSchedule
+    languages: LanguageSetSchedule
+    temperature: TemperatureSchedule
+    batch: BatchWarmup
+
+    def callbacks(self) -> list:
+        return [self.batch, self.lr, self.mask, self.languages, self.temperature]
 
 
 @dataclass
@@ -18,31 +38,11 @@ class RunPlan:
     tokenizer: Path
     geometry: BatchGeometry
     model: EncoderConfig
-    schedules: "Schedules"
-    datamodule: object          # MixtureDataModule
-
-
-@dataclass
-class Schedules:
-    """One Lightning callback per schedule, token counts scaled from shares of the run's budget."""
-    lr: object
-    mask: object
-    languages: object
-    temperature: object
-    batch: object
-
-    def callbacks(self) -> list:
-        # The batch warmup first: the others read the accumulation it sets for the step.
-        return [self.batch, self.lr, self.mask, self.languages, self.temperature]
+    schedules: Schedules
+    datamodule: MixtureDataModule
 
 
 def schedules(cfg: DictConfig, geo: BatchGeometry) -> Schedules:
-    from callbacks.batch_warmup import BatchWarmup
-    from callbacks.language_set import LanguageSetSchedule
-    from callbacks.lr import LRSchedule
-    from callbacks.mask_ratio import MaskRatioSchedule
-    from callbacks.temperature import TemperatureSchedule
-
     budget, lr = geo.budget, cfg.callbacks.lr
     points = cfg.callbacks.mask.points
     mask = [(share * budget, ratio) for share, ratio in points] if points else cfg.mask_ratio
@@ -84,8 +84,6 @@ def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path]:
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
-    from .data.datamodule import MixtureDataModule
-
     root, manifest, tok_path = resolve_data(cfg)
     tok = manifest["tokenizer"]
     geo = batch_geometry(cfg, manifest["row_length"])
