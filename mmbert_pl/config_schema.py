@@ -17,6 +17,7 @@ from .model.config import CONFIGS
 class ModelConf:
     name: str = "tiny"
     attn_backend: str = "auto"
+    compile: bool = False               # torch.compile the dense parts of every layer (attention and masking stay eager)
     global_rope_theta: float = 10000.0
     local_rope_theta: float = 10000.0
 

@@ -20,7 +20,7 @@ class MLMModule(L.LightningModule):
     def __init__(self, model: EncoderConfig, random_pool: list[int], mask_id: int = 4, mask_ratio: float = 0.3,
                  val_mask_ratio: float = 0.15, val_languages: list[str] | None = None, lr: float = 8e-4,
                  betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, weight_decay: float = 8e-5,
-                 seed: int = 21, attn_backend: str = "auto", accumulate: int = 1) -> None:
+                 seed: int = 21, attn_backend: str = "auto", accumulate: int = 1, compile: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.accumulate = accumulate             # micro-batches per optimizer step; the batch warmup sets it
@@ -29,8 +29,10 @@ class MLMModule(L.LightningModule):
         self.save_hyperparameters({"model": model.to_dict(), "mask_id": mask_id, "mask_ratio": mask_ratio,
                                    "val_mask_ratio": val_mask_ratio, "val_languages": val_languages, "lr": lr,
                                    "betas": betas, "eps": eps, "weight_decay": weight_decay, "seed": seed,
-                                   "attn_backend": attn_backend})
+                                   "attn_backend": attn_backend, "compile": compile})
         self.model = MMBertForMaskedLM(model, attn_backend=attn_backend)
+        if compile:
+            self.model.compile_blocks()
         self.register_buffer("random_pool", torch.tensor(random_pool, dtype=torch.long), persistent=False)
         self.mask_ratio = mask_ratio             # the mask-ratio schedule sets this before each step
         # Global tokens trained on, padding included (Composer's count): the clock every schedule reads.

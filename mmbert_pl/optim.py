@@ -44,11 +44,11 @@ class StableAdamW(torch.optim.Optimizer):
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                rms = (g * g / v.clamp_min(eps * eps)).mean().sqrt().item()
-                step_lr = lr / max(1.0, rms)
+                # A 0-dim tensor, never a Python float: no device sync per parameter.
+                step_lr = lr / (g * g / v.clamp_min(eps * eps)).mean().sqrt().clamp_min(1.0)
                 if wd:
                     p.mul_(1 - step_lr / max_lr * wd)
-                p.addcdiv_(m, v.sqrt().add_(eps), value=-step_lr)
+                p.sub_(m / v.sqrt().add_(eps) * step_lr)
         return loss
 
 

@@ -76,7 +76,8 @@ def train(cfg: DictConfig) -> None:
     module = MLMModule(plan.model, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
                        betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
-                       seed=cfg.seed, attn_backend=cfg.model.attn_backend, accumulate=geo.accumulate)
+                       seed=cfg.seed, attn_backend=cfg.model.attn_backend, accumulate=geo.accumulate,
+                       compile=cfg.model.compile)
     if cfg.init_from and not last.exists():     # a stage's first launch; later launches resume its own checkpoint
         load_initial_weights(module.model, cfg.init_from)
         if cfg.init_optimizer:

@@ -6,7 +6,9 @@ only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3).
 
 - `flash`: flash-attn varlen kernel with a sliding window (CUDA, bf16/fp16, optional install).
 - `sdpa`:  documents sorted by length and padded into a few buckets, then PyTorch SDPA with a
-           key-padding (+ band) mask. Runs anywhere; padding only costs inside attention.
+           key-padding mask. Runs anywhere; padding only costs inside attention. Local layers over
+           long documents attend block by block (each block of queries sees its own and the two
+           neighbouring key blocks), so their cost grows linearly with length, not quadratically.
 - `flex`:  PyTorch flex_attention with a document + window block mask on the flat stream
            (trains on CUDA only: PyTorch has no flex backward on CPU).
 """
@@ -30,7 +32,8 @@ class _Bucket:
     shape: tuple[int, int]     # (docs, padded length)
     valid: torch.Tensor        # (docs, len) bool
     global_mask: torch.Tensor | None
-    local_mask: torch.Tensor | None
+    local_mask: torch.Tensor | None   # (docs, 1, len, len), or (docs * blocks, 1, block, 3 * block) when `block`
+    block: int = 0             # > 0: local attention runs blockwise with blocks of this many queries
 
 
 @dataclass
@@ -49,10 +52,11 @@ class SDPABackend:
 
     name = "sdpa"
 
-    def __init__(self, window: int, slack: float = 0.25, max_bucket_tokens: int = 1 << 16) -> None:
+    def __init__(self, window: int, slack: float = 0.25, max_bucket_tokens: int = 1 << 16, min_block: int = 64) -> None:
         self.half = window // 2
         self.slack = slack
         self.max_bucket_tokens = max_bucket_tokens
+        self.block = max(self.half, min_block)    # >= half: a query's window lies within its block and the two beside it
 
     def _groups(self, lengths: list[int]) -> list[list[int]]:
         """Documents sorted by length, grouped while padding stays within `slack` of the real tokens."""
@@ -83,13 +87,15 @@ class SDPABackend:
             index = start[:, None] + ar[None, :]
             ragged = bool((length != size).any())
             global_mask = valid[:, None, None, :] if ragged else None
-            local_mask = global_mask
-            if size - 1 > self.half:
+            local_mask, block = global_mask, 0
+            if size > 3 * self.block:
+                local_mask, block = self._block_mask(length, size), self.block
+            elif size - 1 > self.half:
                 band = (ar[:, None] - ar[None, :]).abs() <= self.half
                 # Padding queries may see anything in their band, so no row is fully masked (no NaN in backward).
                 keep = valid[:, None, :] | ~valid[:, :, None]
                 local_mask = (band[None] & keep)[:, None]
-            buckets.append(_Bucket((len(group), size), valid, global_mask, local_mask))
+            buckets.append(_Bucket((len(group), size), valid, global_mask, local_mask, block))
             gathers.append(torch.where(valid, index, 0).flatten())
             pieces.append(index[valid])
         perm = torch.cat(pieces)
@@ -97,12 +103,40 @@ class SDPABackend:
         inverse[perm] = torch.arange(total, device=device)
         return _SDPAPlan(torch.cat(gathers), buckets, inverse)
 
+    def _block_mask(self, length: torch.Tensor, size: int) -> torch.Tensor:
+        """Mask of blockwise local attention: query block j against keys of blocks j-1, j, j+1."""
+        B, blocks = self.block, -(-size // self.block)
+        q_pos = torch.arange(blocks * B, device=length.device).view(blocks, B, 1)
+        k_pos = (torch.arange(blocks, device=length.device) * B - B).view(blocks, 1, 1) + torch.arange(3 * B, device=length.device)
+        band = ((q_pos - k_pos).abs() <= self.half) & (k_pos >= 0)                      # (blocks, B, 3B)
+        n = length.view(-1, 1, 1, 1)
+        # Padding queries see every key in their band (never a fully masked row, so no NaN in backward).
+        keep = band[None] & ((k_pos[None] < n) | (q_pos[None] >= n))
+        return keep.reshape(-1, 1, B, 3 * B)
+
+    def _blockwise(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: _Bucket) -> torch.Tensor:
+        docs, heads, size, dim = q.shape
+        B = b.block
+        blocks = -(-size // B)
+        pad = blocks * B - size
+
+        def windows(t: torch.Tensor) -> torch.Tensor:    # (docs, heads, len, dim) -> (docs * blocks, heads, 3B, dim)
+            t = F.pad(t, (0, 0, B, B + pad)).unfold(2, 3 * B, B)                            # (docs, heads, blocks, dim, 3B)
+            return t.permute(0, 2, 1, 4, 3).reshape(docs * blocks, heads, 3 * B, dim)
+
+        qb = F.pad(q, (0, 0, 0, pad)).view(docs, heads, blocks, B, dim).transpose(1, 2).reshape(docs * blocks, heads, B, dim)
+        o = F.scaled_dot_product_attention(qb, windows(k), windows(v), attn_mask=b.local_mask)
+        return o.view(docs, blocks, heads, B, dim).transpose(1, 2).reshape(docs, heads, blocks * B, dim)[:, :, :size]
+
     def __call__(self, qkv: torch.Tensor, plan: _SDPAPlan, local: bool) -> torch.Tensor:
         slots = qkv[plan.gather].split([b.shape[0] * b.shape[1] for b in plan.buckets])
         outs = []
         for b, x in zip(plan.buckets, slots):
             q, k, v = x.view(*b.shape, *qkv.shape[1:]).permute(2, 0, 3, 1, 4).unbind(0)   # each (docs, heads, len, dim)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=b.local_mask if local else b.global_mask)
+            if local and b.block:
+                o = self._blockwise(q, k, v, b)
+            else:
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=b.local_mask if local else b.global_mask)
             outs.append(o.transpose(1, 2)[b.valid])
         return torch.cat(outs)[plan.inverse]
 
@@ -168,11 +202,12 @@ class FlashBackend:
 
 
 def make_backend(name: str, window: int):
-    """Build the named backend; `auto` picks flash-attn on CUDA when installed, else SDPA."""
+    """Build the named backend. `auto`: flash-attn on CUDA when installed, else flex on CUDA (1.6-1.9x sdpa
+    for `base` on an H200, README Performance), else sdpa."""
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
     if name == "auto":
-        name = "flash" if flash_attn_available() else "sdpa"
+        name = "flash" if flash_attn_available() else "flex" if torch.cuda.is_available() else "sdpa"
     if name == "flash" and importlib.util.find_spec("flash_attn") is None:
         raise ValueError("attention backend 'flash' needs flash-attn: pip install 'mmbert_pl[gpu]', or use backend sdpa")
     return {"sdpa": SDPABackend, "flex": FlexBackend, "flash": FlashBackend}[name](window)

@@ -118,5 +118,10 @@ class MMBertForMaskedLM(nn.Module):
         logits = self.forward(u.input_ids, u.cu_seqlens, u.max_seqlen).logits
         return u.repad(logits)
 
+    def compile_blocks(self) -> None:
+        """Compile every layer's dense parts (see `EncoderLayer.compile_blocks`); parameters and state_dict keys are unchanged."""
+        for layer in self.model.layers:
+            layer.compile_blocks()
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -25,15 +25,19 @@ class Attention(nn.Module):
         self.out_drop = nn.Dropout(cfg.attn_out_dropout)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor, ctx: DocumentContext) -> torch.Tensor:
-        qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)
+    def rope(self, ctx: DocumentContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin of this layer's theta, computed once per forward and shared by the layers that use it."""
         if self.theta not in ctx.rope:
             ctx.rope[self.theta] = rope_cos_sin(ctx.position_ids, self.head_dim, self.theta)
-        cos, sin = ctx.rope[self.theta]
-        q, k, v = qkv.unbind(1)
-        qkv = torch.stack((apply_rope(q, cos, sin), apply_rope(k, cos, sin), v), dim=1)
-        out = self.backend(qkv, ctx.plan, local=not self.is_global)
-        return self.out_drop(self.Wo(out.reshape(x.shape[0], -1)))
+        return ctx.rope[self.theta]
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """(tokens, 3, heads, head_dim) with RoPE applied to queries and keys."""
+        q, k, v = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim).unbind(1)
+        return torch.stack((apply_rope(q, cos, sin), apply_rope(k, cos, sin), v), dim=1)
+
+    def output(self, attended: torch.Tensor) -> torch.Tensor:
+        return self.out_drop(self.Wo(attended.reshape(attended.shape[0], -1)))
 
 
 class GeGLU(nn.Module):
@@ -58,6 +62,20 @@ class EncoderLayer(nn.Module):
         self.mlp_norm = layer_norm(cfg)
         self.mlp = GeGLU(cfg)
 
-    def forward(self, x: torch.Tensor, ctx: DocumentContext) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), ctx)
+    def before_attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return self.attn.project(self.attn_norm(x), cos, sin)
+
+    def after_attention(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn.output(attended)
         return x + self.mlp(self.mlp_norm(x))
+
+    def forward(self, x: torch.Tensor, ctx: DocumentContext) -> torch.Tensor:
+        qkv = self.before_attention(x, *self.attn.rope(ctx))
+        attended = self.attn.backend(qkv, ctx.plan, local=not self.attn.is_global)
+        return self.after_attention(x, attended)
+
+    def compile_blocks(self) -> None:
+        """torch.compile the dense parts around attention; the attention call and the document plan stay eager
+        (their shapes and masks change every batch). Dynamic shapes: the token count varies per step."""
+        self.before_attention = torch.compile(self.before_attention, dynamic=True)
+        self.after_attention = torch.compile(self.after_attention, dynamic=True)
