@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from .hf import import_hf
 from .model import MMBertForMaskedLM
+from .model_files import read_state
 
 
 def load_optimizer_moments(path: str | Path) -> dict:
@@ -22,16 +22,9 @@ def load_optimizer_moments(path: str | Path) -> dict:
 
 def load_initial_weights(model: MMBertForMaskedLM, path: str | Path) -> None:
     """Copy weights from our Lightning checkpoint (.ckpt) or a Hugging Face ModernBERT directory."""
-    path = Path(path)
-    if path.is_dir():
-        state = import_hf(path, attn_backend="sdpa").state_dict()
-    elif path.is_file():
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        if "state_dict" not in checkpoint:
-            raise ValueError(f"init_from={path} is not a Lightning checkpoint of this project (no state_dict)")
-        state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    else:
+    if not Path(path).exists():
         raise ValueError(f"init_from={path} does not exist; give a .ckpt of a previous stage or a Hugging Face directory")
+    _, state, _ = read_state(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]

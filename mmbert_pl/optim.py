@@ -26,8 +26,7 @@ class StableAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr, eps, wd, max_lr = group["lr"], group["eps"], group["weight_decay"], group["max_lr"]
+            by_step: dict[int, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -37,19 +36,33 @@ class StableAdamW(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                t = state["step"]
-                b1 = (beta1**t - beta1) / (beta1**t - 1)
-                b2 = (beta2**t - beta2) / (beta2**t - 1)
-                g = p.grad
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                # A 0-dim tensor, never a Python float: no device sync per parameter.
-                step_lr = lr / (g * g / v.clamp_min(eps * eps)).mean().sqrt().clamp_min(1.0)
-                if wd:
-                    p.mul_(1 - step_lr / max_lr * wd)
-                p.sub_(m / v.sqrt().add_(eps) * step_lr)
+                by_step.setdefault(state["step"], []).append(p)
+            for t, params in by_step.items():
+                self._update(params, t, group)
         return loss
+
+    def _update(self, params: list[torch.Tensor], t: int, group: dict) -> None:
+        """Multi-tensor update of parameters at the same step count; one host sync for all their clip factors."""
+        beta1, beta2 = group["betas"]
+        lr, eps, wd, max_lr = group["lr"], group["eps"], group["weight_decay"], group["max_lr"]
+        b1 = (beta1**t - beta1) / (beta1**t - 1)
+        b2 = (beta2**t - beta2) / (beta2**t - 1)
+        grads = [p.grad for p in params]
+        m = [self.state[p]["exp_avg"] for p in params]
+        v = [self.state[p]["exp_avg_sq"] for p in params]
+        torch._foreach_lerp_(m, grads, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        ratio = torch._foreach_mul(grads, grads)
+        torch._foreach_div_(ratio, torch._foreach_clamp_min(v, eps * eps))
+        sums = torch.stack(torch._foreach_norm(ratio, 1))                # g²/v >= 0: the L1 norm is the sum
+        numel = torch.tensor([p.numel() for p in params], dtype=sums.dtype, device=sums.device)
+        step_lr = (lr / (sums / numel).sqrt().clamp_min(1.0)).tolist()
+        if wd:
+            torch._foreach_mul_(params, [1 - s / max_lr * wd for s in step_lr])
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, m, denom, [-s for s in step_lr])
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

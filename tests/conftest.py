@@ -28,3 +28,19 @@ def shard_dir(tmp_path_factory, tokenizer_model: Path) -> Path:
     out = tmp_path_factory.mktemp("shards")
     build_shards(SAMPLE, tokenizer_model, out, ShardSettings(row_length=1024, val_fraction=0.1), workers=2, show_progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """The README's main job, `python -m mmbert_pl.run` with no overrides (300 steps of `tiny`), run once:
+    its run directory (checkpoints/last.ckpt, hf/ with the tokenizer) feeds the model-tool tests."""
+    import os
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("trained")
+    env = {**os.environ, "MMBERT_RUNS": str(base / "runs"), "MMBERT_CACHE": str(base / "cache")}
+    result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", "trainer.progress_bar=false"],
+                            capture_output=True, text=True, env=env, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base / "runs" / "sample"
