@@ -93,6 +93,15 @@ class BatchWarmupConf:
 
 
 @dataclass
+class RetrievalConf:
+    """Cross-lingual retrieval on held-out parallel documents during training (callbacks/retrieval.py)."""
+    every: Optional[float] = 0.5        # share of the budget between evaluations; null: off
+    corpus: Optional[str] = None        # ntrex-layout folder the shards were built from; null: the bundled sample
+    pivot: str = "eng_Latn"
+    max_tokens: int = 256               # documents are truncated to their head
+
+
+@dataclass
 class CallbacksConf:
     checkpoint_every_n_steps: int = 100
     keep_last_checkpoints: int = 3
@@ -103,6 +112,7 @@ class CallbacksConf:
     language_milestones: Any = field(default_factory=list)
     # [[budget share, τ], ...]
     temperature_milestones: Any = field(default_factory=list)
+    retrieval: RetrievalConf = field(default_factory=RetrievalConf)
     peak_flops: Optional[float] = None      # per device, for MFU (e.g. 989e12 for an H100's dense bf16)
 
 
@@ -172,6 +182,9 @@ def validate(cfg: Any) -> None:
     full = rows // per_pass if rows else cfg.trainer.accumulate_grad_batches
     need(bw.share == 0 or bw.min_accumulate < full,
          f"callbacks.batch_warmup.min_accumulate={bw.min_accumulate} must be below the full batch's {full} micro-batch rounds")
+    ret = cfg.callbacks.retrieval
+    need(ret.every is None or 0 < ret.every <= 1, f"callbacks.retrieval.every={ret.every}: a share of the budget in (0, 1], or null")
+    need(ret.max_tokens >= 3, f"callbacks.retrieval.max_tokens={ret.max_tokens}: must be >= 3")
     need(cfg.callbacks.mask.mode in ("linear", "steps"), f"callbacks.mask.mode={cfg.callbacks.mask.mode!r}: linear or steps")
     for share, value in [*cfg.callbacks.language_milestones, *cfg.callbacks.temperature_milestones]:
         need(0 <= share <= 1, f"milestone [{share}, {value}]: the share of the budget must be in [0, 1]")

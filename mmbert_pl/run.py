@@ -33,6 +33,23 @@ def make_logger(kind: str, run_dir: Path):
     return loggers.WandbLogger(save_dir=str(run_dir), offline=True, project="mmbert_pl")
 
 
+def retrieval_callback(cfg: DictConfig, manifest: dict, tokenizer: Path, budget: float):
+    """Retrieval on the lines the shards held out: the bundled sample's text, or `callbacks.retrieval.corpus`."""
+    from callbacks.retrieval import RetrievalEval
+
+    from .retrieval import held_out
+    from .sample_data import SAMPLE_TEXT
+
+    ret = cfg.callbacks.retrieval
+    corpus = ret.corpus or (SAMPLE_TEXT if cfg.data.root is None else None)
+    if corpus is None:
+        raise ValueError("callbacks.retrieval.corpus: give the ntrex-layout folder the shards were built from "
+                         "(its held-out lines are scored), or turn retrieval off with callbacks.retrieval.every=null")
+    labels = sorted(set(manifest["languages"]) | {ret.pivot})
+    documents = held_out(corpus, manifest["settings"], [k for k in labels if (Path(corpus) / f"{k}.txt").exists()])
+    return RetrievalEval(documents, tokenizer, ret.every * budget, ret.pivot, ret.max_tokens)
+
+
 def train(cfg: DictConfig) -> None:
     logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
 
@@ -87,6 +104,7 @@ def train(cfg: DictConfig) -> None:
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{global_step:07.0f}", auto_insert_metric_name=False,
                                  every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps, save_last=True,
                                  save_top_k=cfg.callbacks.keep_last_checkpoints, monitor="global_step", mode="max")
+    extra = [retrieval_callback(cfg, manifest, tok_path, budget)] if cfg.callbacks.retrieval.every else []
     t = cfg.trainer
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices,
@@ -95,7 +113,7 @@ def train(cfg: DictConfig) -> None:
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
-        callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops)],
+        callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops), *extra],
         reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
     )
     trainer.logger.log_hyperparams({"data_root": str(root), "budget_tokens": budget, "mixture_hash": dm.mixture_hash(),
