@@ -1,0 +1,152 @@
+"""Fine-tune an encoder for sequence classification (single text or text pair).
+
+    python -m mmbert_pl.finetune encoder=runs/sample/hf task=langid
+    python -m mmbert_pl.finetune encoder=runs/sample/checkpoints/last.ckpt data.train=train.csv \\
+        data.validation=dev.csv data.text=premise data.text_pair=hypothesis data.label=label data.language=lang
+
+Writes `out_dir/checkpoints/best.ckpt` (best validation accuracy), `out_dir/logs/` and
+`out_dir/results.json` (the best checkpoint's accuracy, macro-F1, majority baseline, per language).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+
+@dataclass
+class FinetuneData:
+    train: Optional[str] = None          # .csv or .jsonl
+    validation: Optional[str] = None
+    text: str = "text"
+    text_pair: Optional[str] = None
+    label: str = "label"
+    language: Optional[str] = None       # a column naming each example's language: per-language scores
+    max_tokens: int = 256
+    batch_size: int = 32
+
+
+@dataclass
+class LangIdTask:
+    """The built-in task: language identification over the bundled sample (or `corpus`)."""
+    corpus: Optional[str] = None
+    chunk_chars: int = 200
+    per_language: int = 60
+    val_share: float = 0.2
+
+
+@dataclass
+class FinetuneConf:
+    encoder: Optional[str] = None        # our .ckpt or a Hugging Face directory
+    tokenizer: Optional[str] = None      # default: the tokenizer.model beside the model
+    task: Optional[str] = None           # langid: the built-in task; null: data.train / data.validation
+    data: FinetuneData = field(default_factory=FinetuneData)
+    langid: LangIdTask = field(default_factory=LangIdTask)
+    pooling: str = "mean"                # mean | cls
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1                  # share of the steps
+    dropout: float = 0.1
+    epochs: int = 3
+    seed: int = 21
+    attn_backend: str = "auto"
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: Optional[str] = None      # None: bf16-mixed on GPU, 32-true on CPU
+    progress_bar: bool = True
+    out_dir: str = "${oc.env:MMBERT_RUNS,runs}/finetune-${oc.select:task,files}"
+
+
+ConfigStore.instance().store(name="finetune_schema", node=FinetuneConf)
+
+
+def load_examples(cfg: DictConfig):
+    from .finetune_data import check_labels, examples_from, language_id_task
+    from .sample_data import SAMPLE_TEXT
+
+    if cfg.task == "langid":
+        train, val = language_id_task(cfg.langid.corpus or SAMPLE_TEXT, cfg.langid.chunk_chars, cfg.langid.per_language,
+                                      cfg.langid.val_share, cfg.seed)
+    elif cfg.task is None:
+        if not cfg.data.train or not cfg.data.validation:
+            raise ValueError("give data.train=FILE and data.validation=FILE (.csv or .jsonl), or task=langid")
+        d = cfg.data
+        train = examples_from(d.train, d.text, d.label, d.text_pair, d.language)
+        val = examples_from(d.validation, d.text, d.label, d.text_pair, d.language)
+    else:
+        raise ValueError(f"task={cfg.task!r}: the built-in task is langid; for your data leave task unset")
+    return train, val, check_labels(train, val)
+
+
+def finetune(cfg: DictConfig) -> dict:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .classifier import SequenceClassifier
+    from .finetune_data import Encoded, collate
+    from .model_files import find_tokenizer, read_model
+
+    if cfg.pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling={cfg.pooling!r}: choose mean or cls")
+    if not cfg.encoder:
+        raise ValueError("give encoder=PATH: one of our .ckpt files or a Hugging Face directory")
+    if not Path(cfg.encoder).exists():
+        raise ValueError(f"encoder={cfg.encoder} does not exist")
+    tokenizer = Path(cfg.tokenizer) if cfg.tokenizer else find_tokenizer([cfg.encoder])
+    if tokenizer is None:
+        raise ValueError(f"no tokenizer.model beside {cfg.encoder}; pass tokenizer=PATH")
+    train, val, labels = load_examples(cfg)          # data problems surface before the model loads
+    languages = sorted({e.language for e in train + val if e.language})
+    majority = Counter(e.label for e in val).most_common(1)[0][1] / len(val)
+    print(f"{len(train)} training and {len(val)} validation examples, {len(labels)} labels; majority baseline {majority:.1%}")
+
+    L.seed_everything(cfg.seed, workers=True)
+    encoder = read_model(cfg.encoder, attn_backend="sdpa")
+    train_ds = Encoded(train, tokenizer, labels, cfg.data.max_tokens, languages)
+    val_ds = Encoded(val, tokenizer, labels, cfg.data.max_tokens, languages)
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.data.batch_size, collate_fn=collate)
+    total = cfg.epochs * len(train_dl)
+    module = SequenceClassifier(encoder.cfg.to_dict(), labels, languages, cfg.pooling, cfg.lr, cfg.weight_decay,
+                                cfg.warmup, total, cfg.dropout, cfg.attn_backend)
+    module.encoder.load_state_dict(encoder.model.state_dict())
+
+    out = Path(cfg.out_dir)
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/acc", mode="max", save_top_k=1)
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.epochs,
+                        precision=cfg.precision or ("bf16-mixed" if torch.cuda.is_available() and cfg.accelerator != "cpu" else "32-true"),
+                        logger=CSVLogger(out, name="logs", version=""), callbacks=[best], enable_progress_bar=cfg.progress_bar,
+                        log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(out))
+    trainer.fit(module, train_dl, val_dl)
+    scores = trainer.validate(module, val_dl, ckpt_path="best", verbose=False)[0]
+    results = {"accuracy": scores["val/acc"], "macro_f1": scores["val/f1"], "majority_baseline": majority,
+               "labels": len(labels), "train_examples": len(train), "validation_examples": len(val),
+               "best_checkpoint": best.best_model_path, "per_language": module.language_scores}
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"best checkpoint {best.best_model_path}: accuracy {results['accuracy']:.1%}, macro-F1 {results['macro_f1']:.1%} "
+          f"(majority baseline {majority:.1%}); {out / 'results.json'}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="finetune")
+def main(cfg: DictConfig) -> None:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    try:
+        finetune(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
