@@ -31,6 +31,10 @@ class BatchGeometry:
     def tokens_per_step(self) -> int:
         return self.rows_per_step * self.row_length
 
+    def steps_for_tokens(self, tokens: float) -> int:
+        """Whole optimizer steps of the full batch that hold `tokens` (at least one): a cadence in tokens."""
+        return max(1, round(tokens / self.tokens_per_step))
+
 
 def steps_for(budget: float, tokens_per_round: int, accumulate: int, warmup_tokens: float, k_min: int) -> int:
     """Optimizer steps until the budget is reached, counting the smaller steps of the batch warmup."""

@@ -66,6 +66,8 @@ class TrainerConf:
     limit_val_batches: int = 4
     log_every_n_steps: int = 10
     logger: str = "csv"                 # csv | tensorboard | wandb (offline)
+    strategy: str = "auto"              # auto | ddp | fsdp | ddp_spawn ... (Lightning strategy names)
+    requeue: bool = True                # under SLURM, a SIGUSR1/SIGUSR2 checkpoint is followed by `scontrol requeue`
     progress_bar: bool = True
 
 
@@ -104,7 +106,9 @@ class RetrievalConf:
 @dataclass
 class CallbacksConf:
     checkpoint_every_n_steps: int = 100
+    checkpoint_every_tokens: Optional[float] = None   # overrides the steps: a cadence in tokens (at the full batch)
     keep_last_checkpoints: int = 3
+    sample_log: bool = False            # samples/rank<R>.tsv: the sample ids of every micro-batch (audits, resume tests)
     lr: LRConf = field(default_factory=LRConf)
     mask: MaskConf = field(default_factory=MaskConf)
     batch_warmup: BatchWarmupConf = field(default_factory=BatchWarmupConf)
@@ -171,6 +175,8 @@ def validate(cfg: Any) -> None:
     need(len(cfg.optimizer.betas) == 2 and all(0 <= b < 1 for b in cfg.optimizer.betas), f"optimizer.betas={list(cfg.optimizer.betas)}: two values in [0, 1)")
     need(cfg.callbacks.checkpoint_every_n_steps > 0, "callbacks.checkpoint_every_n_steps must be > 0")
     need(cfg.callbacks.keep_last_checkpoints > 0, "callbacks.keep_last_checkpoints must be > 0")
+    every = cfg.callbacks.checkpoint_every_tokens
+    need(every is None or every > 0, f"callbacks.checkpoint_every_tokens={every}: must be > 0, or null for the step cadence")
     lr = cfg.callbacks.lr
     need(0 <= lr.warmup <= 1 and 0 <= lr.decay <= 1 and lr.warmup + lr.decay <= 1,
          f"callbacks.lr.warmup={lr.warmup}, decay={lr.decay}: shares of the budget in [0, 1] that sum to <= 1")

@@ -50,6 +50,7 @@ class MLMModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         seed = mask_seed(self.hparams.seed, self.global_step, self.global_rank, self.micro_index)
         inputs, labels, cu, max_len = self._masked(batch, self.mask_ratio, seed)
+        torch.manual_seed(seed ^ 0x5EED)         # dropout: a function of (seed, step, rank, micro-batch), exact on resume
         out = self.model(inputs, cu, max_len, labels=labels)
         last_micro = self.micro_index + 1 >= self.accumulate
         block_sync = getattr(self.trainer.strategy, "block_backward_sync", None)   # DDP: all-reduce once per step

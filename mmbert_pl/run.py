@@ -1,7 +1,9 @@
 """`python -m mmbert_pl.run`: compose -> validate -> prepare data -> fit (or resume) -> export.
 
-The run directory is a function of the config (`runs_dir/experiment`), never of the time, so the
-same command resumes from `checkpoints/last.ckpt`, and a finished run reports where its results are.
+The run directory is a function of the config (`runs_dir/experiment`; in a sweep, the sweep folder and
+the job's overrides), never of the time, so the same command resumes from the newest readable
+checkpoint, and a finished run reports where its results are. Exit codes: 0 finished, 2 bad input,
+3 stopped by a signal with a checkpoint saved (rerun to resume).
 """
 from __future__ import annotations
 
@@ -50,7 +52,16 @@ def retrieval_callback(cfg: DictConfig, manifest: dict, tokenizer: Path, budget:
     return RetrievalEval(documents, tokenizer, ret.every * budget, ret.pivot, ret.max_tokens)
 
 
-def train(cfg: DictConfig) -> None:
+def plugins() -> list:
+    """Atomic checkpoint writes; under SLURM, Lightning's own auto-requeue off (callbacks/preemption.py owns it)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from .checkpointing import AtomicCheckpointIO
+
+    return [AtomicCheckpointIO()] + ([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])
+
+
+def train(cfg: DictConfig) -> int:
     logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
 
     import lightning as L
@@ -65,7 +76,14 @@ def train(cfg: DictConfig) -> None:
     from .module import MLMModule
     from .run_plan import plan_run
 
-    run_dir = Path(cfg.run_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    from callbacks.preemption import Preemption
+    from callbacks.sample_log import SampleLog
+
+    from .checkpointing import newest_checkpoint
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
     last = ckpt_dir / "last.ckpt"
     plan = plan_run(cfg)
@@ -76,12 +94,13 @@ def train(cfg: DictConfig) -> None:
         print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
               f"Hugging Face export {finished['hf_export']}. To train on, start a new run from it: "
               f"experiment=NEW init_from={finished['checkpoint']}")
-        return
+        return 0
     mixture_file = run_dir / "mixture.json"
-    if last.exists() and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
-        raise ValueError(f"{last} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
+    resume = newest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
+    if resume and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
+        raise ValueError(f"{resume} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
                          f"or batch geometry changed); resuming would repeat or skip data. Restore the settings of "
-                         f"{mixture_file}, or start a new run with experiment=NEW init_from={last}")
+                         f"{mixture_file}, or start a new run with experiment=NEW init_from={resume}")
     run_dir.mkdir(parents=True, exist_ok=True)
     mixture_file.write_text(json.dumps({"hash": dm.mixture_hash(), "budget": budget,
                                         "segments": [{"start": g.start, "end": g.end, "languages": g.labels, "temperature": g.temperature}
@@ -95,16 +114,20 @@ def train(cfg: DictConfig) -> None:
                        betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
                        seed=cfg.seed, attn_backend=cfg.model.attn_backend, accumulate=geo.accumulate,
                        compile=cfg.model.compile)
-    if cfg.init_from and not last.exists():     # a stage's first launch; later launches resume its own checkpoint
+    if cfg.init_from and resume is None:     # a stage's first launch; later launches resume its own checkpoint
         load_initial_weights(module.model, cfg.init_from)
         if cfg.init_optimizer:
             module.initial_optimizer_state = load_optimizer_moments(cfg.init_from)
         print(f"initialised weights{' and optimizer moments' if cfg.init_optimizer else ''} from {cfg.init_from}; "
               f"this stage's clock starts at 0")
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{global_step:07.0f}", auto_insert_metric_name=False,
-                                 every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps, save_last=True,
+                                 every_n_train_steps=geo.steps_for_tokens(cfg.callbacks.checkpoint_every_tokens)
+                                 if cfg.callbacks.checkpoint_every_tokens else cfg.callbacks.checkpoint_every_n_steps, save_last=True,
                                  save_top_k=cfg.callbacks.keep_last_checkpoints, monitor="global_step", mode="max")
+    preemption = Preemption(last, requeue=cfg.trainer.requeue)
     extra = [retrieval_callback(cfg, manifest, tok_path, budget)] if cfg.callbacks.retrieval.every else []
+    if cfg.callbacks.sample_log:
+        extra.append(SampleLog(run_dir / "samples"))
     t = cfg.trainer
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices,
@@ -113,28 +136,36 @@ def train(cfg: DictConfig) -> None:
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
-        callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops), *extra],
+        callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops), preemption, *extra],
+        strategy=t.strategy, plugins=plugins(),
         reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
     )
     trainer.logger.log_hyperparams({"data_root": str(root), "budget_tokens": budget, "mixture_hash": dm.mixture_hash(),
                                     "segments": [{"start": g.start, "end": g.end, "shares": g.mixture.shares} for g in dm.segments]})
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    if resume:
+        print(f"resuming from {resume}")
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    if preemption.stopped_at is not None:
+        return 3
     if trainer.global_rank != 0:
-        return
+        return 0
     hf_dir = export_hf(module.model, run_dir / "hf", tokenizer_model=tok_path)
     finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir)}
     finished_file.write_text(json.dumps(finished, indent=1) + "\n")
     print(f"finished at step {trainer.global_step}: checkpoint {last}; Hugging Face export {hf_dir}; logs in {run_dir}")
+    return 0
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
         validate(cfg)
-        train(cfg)
+        code = train(cfg)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Validation is one loader per language over its held-out rows.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -61,6 +62,21 @@ class Segment:
     temperature: float
     labels: list[str]
     mixture: Mixture
+
+
+@functools.cache
+def indexed_dataset_class():
+    """StreamingDataset whose samples carry their index in the dataset (`sample_id`): the training log
+    and the resume tests read which rows each step trained on."""
+    from streaming import StreamingDataset
+
+    class IndexedStreamingDataset(StreamingDataset):
+        def get_item(self, sample_id: int, retry: int = 7):
+            item = super().get_item(sample_id, retry)
+            item["sample_id"] = sample_id
+            return item
+
+    return IndexedStreamingDataset
 
 
 class MixtureDataModule(L.LightningDataModule):
@@ -148,14 +164,14 @@ class MixtureDataModule(L.LightningDataModule):
         return self.manifest["row_length"]
 
     def train_dataloader(self):
-        from streaming import Stream, StreamingDataLoader, StreamingDataset
+        from streaming import Stream, StreamingDataLoader
 
         export_rank_env(self.trainer)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         seg = self.segments[min(epoch, len(self.segments) - 1)]
         streams = [Stream(local=str(self.root / k), split="train", proportion=seg.mixture.shares[k]) for k in seg.labels]
         rows = max(1, (seg.end - seg.start) // self.row_length)
-        ds = StreamingDataset(streams=streams, epoch_size=rows, shuffle=True, shuffle_seed=self.seed,
+        ds = indexed_dataset_class()(streams=streams, epoch_size=rows, shuffle=True, shuffle_seed=self.seed,
                               batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
         return StreamingDataLoader(ds, batch_size=self.micro_batch, collate_fn=collate_rows,
                                    num_workers=self.num_workers, drop_last=True)

@@ -14,7 +14,10 @@ def collate_rows(samples: list[dict]) -> dict[str, torch.Tensor]:
     width = max(len(s["cu_seqlens"]) for s in samples)
     cu = np.stack([np.pad(s["cu_seqlens"], (0, width - len(s["cu_seqlens"])), mode="edge") for s in samples])
     ids = np.stack([s["input_ids"] for s in samples]).astype(np.int64)
-    return {"input_ids": torch.from_numpy(ids), "cu_seqlens": torch.from_numpy(cu.astype(np.int32))}
+    batch = {"input_ids": torch.from_numpy(ids), "cu_seqlens": torch.from_numpy(cu.astype(np.int32))}
+    if "sample_id" in samples[0]:
+        batch["sample_ids"] = torch.tensor([s["sample_id"] for s in samples], dtype=torch.long)
+    return batch
 
 
 def flatten_rows(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

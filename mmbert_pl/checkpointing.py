@@ -1,0 +1,52 @@
+"""Checkpoints that survive being killed at any moment: atomic writes, and resume from the newest
+checkpoint that reads back (a truncated or corrupt one is reported, set aside, and the previous used)."""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes `NAME.tmp`, flushes it to disk, then renames it over `NAME`: a reader sees the old file
+    or the new one, never half of one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """None if `path` reads back as a Lightning checkpoint, else what is wrong with it. Tensors are
+    memory-mapped, so this reads the structure, not gigabytes of weights."""
+    if not zipfile.is_zipfile(path):
+        return "not a complete zip archive (truncated?)"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:     # any failure to read back means: do not resume from it
+        return f"{type(e).__name__}: {e}"
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
+        return "not a Lightning training checkpoint"
+    return None
+
+
+def newest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest readable `*.ckpt` by modification time. Unreadable newer ones are reported and left in
+    place (every rank runs this; none may move files another is reading); the next save replaces them."""
+    candidates = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        print(f"warning: checkpoint {path} is unreadable ({problem}); resuming from an older one", flush=True)
+    return None
