@@ -102,3 +102,90 @@ def test_kills_and_signals_at_three_points_resume_exactly(uninterrupted: Path, c
     want, got = weights(uninterrupted), weights(run_dir)
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want), [k for k in want if not torch.equal(want[k], got[k])][:3]
+
+
+DDP = ["data.global_batch_rows=16", "trainer.max_steps=12", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=2",
+       "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
+
+
+def rows_by_step(path: Path) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for step, _, _, ids in (line.split("\t") for line in path.read_text().splitlines()):
+        out.setdefault(int(step), set()).update(map(int, ids.split(",")))
+    return out
+
+
+def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(cache: Path, tmp_path: Path) -> None:
+    def run(name: str, *extra: str) -> Path:
+        result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *DDP, *extra], env=env_for(tmp_path / name, cache),
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return tmp_path / name / "runs" / "sample"
+
+    one = run("one")                                   # 1 process, 2 micro-batches per step
+    two = run("two", "trainer=cpu_ddp")                # 2 processes (gloo), 1 micro-batch each per step
+    r0, r1 = rows_by_step(two / "samples" / "rank0.tsv"), rows_by_step(two / "samples" / "rank1.tsv")
+    single = rows_by_step(one / "samples" / "rank0.tsv")
+    assert sorted(r0) == sorted(single) == list(range(12))
+    for step in single:
+        assert not r0[step] & r1[step]                 # disjoint shards of the global batch
+        assert r0[step] | r1[step] == single[step]     # and together the very rows one process trains on
+    assert weights(one)["tokens_seen"] == weights(two)["tokens_seen"] == 12 * 16 * 512
+
+    env, killed = env_for(tmp_path / "killed", cache), tmp_path / "killed" / "runs" / "sample"
+    proc = launch([*DDP, "trainer=cpu_ddp"], env, tmp_path / "ddp-log.txt")
+    wait_for_step(proc, killed / "samples", 7)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    resumed = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *DDP, "trainer=cpu_ddp"], env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    for rank in (0, 1):
+        assert (killed / "samples" / f"rank{rank}.tsv").read_text() == (two / "samples" / f"rank{rank}.tsv").read_text()
+    want, got = weights(two), weights(killed)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_simulated_slurm_requeue_resumes_in_the_same_folder(uninterrupted: Path, cache: Path, tmp_path: Path) -> None:
+    """SLURM's warning signal: checkpoint, `scontrol requeue <job>` (a recording stand-in on PATH), exit; the requeued
+    job (the same command and environment) finds its checkpoint and ends where an uninterrupted run ends."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "mmbert", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env, run_dir = {**env_for(tmp_path, cache), **slurm}, tmp_path / "runs" / "tiny-sample_cascade"
+    proc = launch(ARGS, env, tmp_path / "job.txt")
+    wait_for_step(proc, run_dir / "samples", 9)
+    os.killpg(proc.pid, signal.SIGUSR1)
+    assert proc.wait(timeout=60) == 3
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    requeued = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *ARGS], env=env, capture_output=True, text=True, timeout=900)
+    assert requeued.returncode == 0 and "resuming from" in requeued.stdout, requeued.stderr[-3000:]
+    want, got = weights(uninterrupted), weights(run_dir)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_sweep_jobs_get_their_own_folders_and_resume_independently(cache: Path, tmp_path: Path) -> None:
+    args = ["-m", "optimizer.lr=1e-3,2e-3", "trainer.max_steps=24", "callbacks.checkpoint_every_n_steps=2",
+            "callbacks.sample_log=true", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000",
+            "trainer.progress_bar=false"]
+    env = env_for(tmp_path, cache)
+    sweep = tmp_path / "runs" / "sample-sweep"
+    proc = launch(args, env, tmp_path / "sweep1.txt")
+    end = time.time() + 300
+    while not any(int(r[0]) >= 9 for f in sweep.glob("*/samples/rank0.tsv") for r in (l.split("\t") for l in f.read_text().splitlines())):
+        assert proc.poll() is None and time.time() < end
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)                 # the first job dies halfway, the second never started
+    proc.wait(timeout=60)
+    again = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *args], env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and "optimizer.lr=0.001" in jobs[0] and "optimizer.lr=0.002" in jobs[1], jobs
+    assert again.stdout.count("resuming from") == 1 and again.stdout.count("finished at step 24") == 2
+    for job in jobs:
+        assert [int(r[0]) for r in logged(sweep / job / "samples")] == list(range(24))
+    third = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *args], env=env, capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0 and third.stdout.count("already finished at step 24") == 2

@@ -112,3 +112,20 @@ def test_init_optimizer_keeps_moments_under_the_new_lr(tmp_path: Path, shard_dir
     assert opt.state[opt.param_groups[0]["params"][0]]["step"] == 4           # 3 steps carried over + 1
     with pytest.raises(ValueError, match="no optimizer state"):
         load_optimizer_moments(tmp_path)
+
+
+def test_slurm_launcher_renders_one_task_per_gpu_the_warning_signal_and_requeue(tmp_path) -> None:
+    """`hydra/launcher=slurm` as submitit renders it: srun tasks = GPUs, a signal 90 s before the limit, --requeue."""
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    with initialize_config_module(version_base="1.3", config_module="conf"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=gpu_ddp"], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["max_num_timeout"] == 0
+    script = _make_sbatch_string(command="python -m mmbert_pl.run", folder=tmp_path, nodes=launcher["nodes"],
+                                 ntasks_per_node=launcher["tasks_per_node"], gpus_per_node=launcher["gpus_per_node"],
+                                 signal_delay_s=launcher["signal_delay_s"], additional_parameters=launcher["additional_parameters"])
+    for flag in ("--ntasks-per-node=8", "--gpus-per-node=8", "--signal=USR2@90", "--requeue"):
+        assert f"#SBATCH {flag}\n" in script, flag
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.requeue
