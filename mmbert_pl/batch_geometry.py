@@ -12,7 +12,7 @@ class BatchGeometry:
     row_length: int
     micro_batch: int          # rows per device per forward pass
     accumulate: int           # micro-batches per optimizer step once the batch warmup is over
-    devices: int
+    devices: int              # all processes: devices per node x nodes
     budget: float             # tokens, padding included
     max_steps: int
     warmup_tokens: float = 0.0
@@ -50,7 +50,7 @@ def steps_for(budget: float, tokens_per_round: int, accumulate: int, warmup_toke
 def batch_geometry(cfg: DictConfig, row_length: int) -> BatchGeometry:
     """`data.global_batch_rows` fixes accumulation; `trainer.max_tokens` x `budget_scale` fixes the budget;
     the batch warmup (a share of the budget) makes the first steps smaller."""
-    devices, micro = cfg.trainer.devices, cfg.data.micro_batch
+    devices, micro = cfg.trainer.devices * cfg.trainer.num_nodes, cfg.data.micro_batch
     rows = cfg.data.global_batch_rows
     accumulate = rows // (micro * devices) if rows else cfg.trainer.accumulate_grad_batches
     per_round = micro * devices * row_length

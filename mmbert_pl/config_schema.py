@@ -57,7 +57,8 @@ class OptimizerConf:
 @dataclass
 class TrainerConf:
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int = 1                    # per node
+    num_nodes: int = 1
     precision: Optional[str] = None     # None: bf16-mixed on GPU, 32-true on CPU
     max_steps: int = 300
     max_tokens: Optional[float] = None  # the budget in tokens (padding included); when set, it decides max_steps
@@ -167,9 +168,9 @@ def validate(cfg: Any) -> None:
     need(cfg.budget_scale > 0, f"budget_scale={cfg.budget_scale}: must be > 0")
     need(cfg.budget_scale == 1 or cfg.trainer.max_tokens is not None, "budget_scale scales trainer.max_tokens: set it (a stage does)")
     rows = cfg.data.global_batch_rows
-    per_pass = cfg.data.micro_batch * cfg.trainer.devices
+    per_pass = cfg.data.micro_batch * cfg.trainer.devices * cfg.trainer.num_nodes
     need(rows is None or (rows > 0 and rows % per_pass == 0),
-         f"data.global_batch_rows={rows} must be a positive multiple of data.micro_batch x trainer.devices = {per_pass}")
+         f"data.global_batch_rows={rows} must be a positive multiple of data.micro_batch x trainer.devices x trainer.num_nodes = {per_pass}")
     need(cfg.trainer.logger in ("csv", "tensorboard", "wandb"), f"trainer.logger={cfg.trainer.logger!r}: choose csv, tensorboard or wandb")
     need(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr}: must be > 0")
     need(len(cfg.optimizer.betas) == 2 and all(0 <= b < 1 for b in cfg.optimizer.betas), f"optimizer.betas={list(cfg.optimizer.betas)}: two values in [0, 1)")

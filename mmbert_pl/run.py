@@ -130,7 +130,7 @@ def train(cfg: DictConfig) -> int:
         extra.append(SampleLog(run_dir / "samples"))
     t = cfg.trainer
     trainer = L.Trainer(
-        accelerator=t.accelerator, devices=t.devices,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         precision=t.precision or ("bf16-mixed" if torch.cuda.is_available() and t.accelerator != "cpu" else "32-true"),
         max_steps=geo.max_steps,
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
