@@ -201,14 +201,16 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
             write_manifest(out, manifest)
             bars.done(label)
 
-        if workers <= 1:
+        if workers <= 1 or len(todo) <= 1:
             for src in todo:
                 record(src.label, process_language(src, out, tok, settings, bars))
         else:
-            ctx = mp.get_context("fork")
+            # forkserver, not fork: a caller that already ran torch (a training run preparing the sample, the
+            # second job of a sweep) has OpenMP and streaming threads, and a forked child can deadlock on their locks.
+            ctx = mp.get_context("forkserver")
             queue = ctx.Queue()
             bars.queue = queue
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,)) as pool:
+            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(queue,)) as pool:
                 results = pool.imap_unordered(_worker, [(src, out, tok, settings) for src in todo])
                 for _ in todo:
                     while True:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -50,3 +51,27 @@ def newest_checkpoint(ckpt_dir: Path) -> Path | None:
             return path
         print(f"warning: checkpoint {path} is unreadable ({problem}); resuming from an older one", flush=True)
     return None
+
+
+def prune_step_checkpoints(ckpt_dir: Path, keep: int, protect: Path | None) -> list[Path]:
+    """Delete all but the newest `keep` step checkpoints (by step). A run killed between Lightning writing a
+    new checkpoint and deleting the oldest leaves one more than `keep`, which nothing would ever delete."""
+    steps = sorted(ckpt_dir.glob("step*.ckpt"), key=lambda p: p.name)
+    removed = [p for p in steps[: max(0, len(steps) - keep)] if p != protect]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
+class RollingCheckpoint(ModelCheckpoint):
+    """Every-n-steps checkpoints (plus last.ckpt) of which the newest `keep` by step survive, across resumes
+    too: Lightning's own top-k bookkeeping lives in the checkpoint and forgets files a killed run left."""
+
+    def __init__(self, keep: int, **kwargs) -> None:
+        super().__init__(save_top_k=-1, **kwargs)
+        self.keep = keep
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            prune_step_checkpoints(Path(self.dirpath), self.keep, protect=Path(filepath))

@@ -66,7 +66,6 @@ def train(cfg: DictConfig) -> int:
 
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from callbacks.token_budget import TokenBudget
     from data_prep.tokenizer import ordinary_ids
@@ -81,7 +80,7 @@ def train(cfg: DictConfig) -> int:
     from callbacks.preemption import Preemption
     from callbacks.sample_log import SampleLog
 
-    from .checkpointing import newest_checkpoint
+    from .checkpointing import RollingCheckpoint, newest_checkpoint
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
@@ -120,10 +119,10 @@ def train(cfg: DictConfig) -> int:
             module.initial_optimizer_state = load_optimizer_moments(cfg.init_from)
         print(f"initialised weights{' and optimizer moments' if cfg.init_optimizer else ''} from {cfg.init_from}; "
               f"this stage's clock starts at 0")
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{global_step:07.0f}", auto_insert_metric_name=False,
-                                 every_n_train_steps=geo.steps_for_tokens(cfg.callbacks.checkpoint_every_tokens)
-                                 if cfg.callbacks.checkpoint_every_tokens else cfg.callbacks.checkpoint_every_n_steps, save_last=True,
-                                 save_top_k=cfg.callbacks.keep_last_checkpoints, monitor="global_step", mode="max")
+    every = cfg.callbacks.checkpoint_every_tokens
+    checkpoint = RollingCheckpoint(cfg.callbacks.keep_last_checkpoints, dirpath=ckpt_dir, filename="step{step:07.0f}",
+                                   auto_insert_metric_name=False, save_last=True,
+                                   every_n_train_steps=geo.steps_for_tokens(every) if every else cfg.callbacks.checkpoint_every_n_steps)
     preemption = Preemption(last, requeue=cfg.trainer.requeue)
     extra = [retrieval_callback(cfg, manifest, tok_path, budget)] if cfg.callbacks.retrieval.every else []
     if cfg.callbacks.sample_log:

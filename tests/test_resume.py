@@ -61,22 +61,22 @@ def uninterrupted(tmp_path_factory, cache: Path) -> Path:
     return tmp / "runs" / "tiny-sample_cascade"
 
 
-def test_kills_and_signals_at_three_points_resume_exactly(uninterrupted: Path, cache: Path, tmp_path: Path) -> None:
-    rows = logged(uninterrupted / "samples")
-    micro = {}
-    for step, m, segment, _ in rows:
-        micro.setdefault(int(step), []).append(int(segment))
-    warmup_end = min(s for s, ms in micro.items() if len(ms) == 2)            # the first full-batch step
-    milestone = min(s for s, ms in micro.items() if ms[0] == 1)               # the first step of segment 2
-    second = min(s for s, ms in micro.items() if ms[0] == 2)
+def phases(rows: list[list[str]]) -> tuple[int, int, int]:
+    """(first full-batch step, first step of segment 2, first step of segment 3) of a sample log."""
+    segments: dict[int, list[int]] = {}
+    for step, _, segment, _ in rows:
+        segments.setdefault(int(step), []).append(int(segment))
+    warmup_end = min(s for s, ms in segments.items() if len(ms) == 2)
+    milestone = min(s for s, ms in segments.items() if ms[0] == 1)
+    second = min(s for s, ms in segments.items() if ms[0] == 2)
     assert 4 <= warmup_end < milestone < second - 4, (warmup_end, milestone, second)
+    return warmup_end, milestone, second
 
-    env, run_dir = env_for(tmp_path, cache), tmp_path / "runs" / "tiny-sample_cascade"
-    samples = run_dir / "samples"
-    plan = [(warmup_end // 2, signal.SIGUSR1), (milestone + 1, signal.SIGKILL), ((milestone + second) // 2, signal.SIGTERM)]
+
+def interrupt(plan: list[tuple[int, signal.Signals]], run_dir: Path, env: dict, tmp_path: Path) -> None:
     for n, (step, sig) in enumerate(plan):
         proc = launch(ARGS, env, tmp_path / f"log{n}.txt")
-        wait_for_step(proc, samples, step)
+        wait_for_step(proc, run_dir / "samples", step)
         sent = time.time()
         os.killpg(proc.pid, sig)
         code = proc.wait(timeout=60)
@@ -91,17 +91,35 @@ def test_kills_and_signals_at_three_points_resume_exactly(uninterrupted: Path, c
             assert saved["global_step"] >= step            # the step it was in, not an older periodic checkpoint
         assert not list((run_dir / "checkpoints").glob("*.tmp")), "a temporary checkpoint was left behind"
 
-    # The newest checkpoint is truncated (a crash mid-copy on a network filesystem): reported, the previous one used.
-    last = run_dir / "checkpoints" / "last.ckpt"
-    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+
+def finish_and_compare(uninterrupted: Path, run_dir: Path, env: dict) -> subprocess.CompletedProcess:
     final = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *ARGS], env=env, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
-    assert "last.ckpt is unreadable" in final.stdout and "resuming from" in final.stdout
-
-    assert logged(samples) == rows                         # every step's rows: nothing lost, nothing repeated
+    assert logged(run_dir / "samples") == logged(uninterrupted / "samples")   # nothing lost, nothing repeated
     want, got = weights(uninterrupted), weights(run_dir)
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want), [k for k in want if not torch.equal(want[k], got[k])][:3]
+    assert len(list((run_dir / "checkpoints").glob("step*.ckpt"))) == 2          # keep_last_checkpoints
+    return final
+
+
+def test_sigkill_at_three_points_resumes_exactly(uninterrupted: Path, cache: Path, tmp_path: Path) -> None:
+    warmup_end, milestone, second = phases(logged(uninterrupted / "samples"))
+    env, run_dir = env_for(tmp_path, cache), tmp_path / "runs" / "tiny-sample_cascade"
+    interrupt([(warmup_end // 2, signal.SIGKILL), ((milestone + second) // 2 - 2, signal.SIGKILL), (second + 1, signal.SIGKILL)],
+              run_dir, env, tmp_path)
+    # The newest checkpoint is truncated (a crash mid-copy on a network filesystem): reported, the previous one used.
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    final = finish_and_compare(uninterrupted, run_dir, env)
+    assert "last.ckpt is unreadable" in final.stdout and "resuming from" in final.stdout
+
+
+def test_sigusr1_and_sigterm_save_the_current_step_and_resume_exactly(uninterrupted: Path, cache: Path, tmp_path: Path) -> None:
+    warmup_end, milestone, _ = phases(logged(uninterrupted / "samples"))
+    env, run_dir = env_for(tmp_path, cache), tmp_path / "runs" / "tiny-sample_cascade"
+    interrupt([(warmup_end // 2 + 1, signal.SIGUSR1), (milestone + 1, signal.SIGTERM)], run_dir, env, tmp_path)
+    finish_and_compare(uninterrupted, run_dir, env)
 
 
 DDP = ["data.global_batch_rows=16", "trainer.max_steps=12", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=2",
