@@ -205,9 +205,9 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
             for src in todo:
                 record(src.label, process_language(src, out, tok, settings, bars))
         else:
-            # forkserver, not fork: a caller that already ran torch (a training run preparing the sample, the
-            # second job of a sweep) has OpenMP and streaming threads, and a forked child can deadlock on their locks.
-            ctx = mp.get_context("forkserver")
+            # fork starts workers fastest; a caller that already runs threads (torch's OpenMP pool, streaming) must
+            # pass workers=1, since a forked child can deadlock on their locks (sample_data does).
+            ctx = mp.get_context("fork")
             queue = ctx.Queue()
             bars.queue = queue
             with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(queue,)) as pool:

@@ -17,6 +17,8 @@ def prepare_sample(cache_dir: str | Path, vocab_size: int, row_length: int, val_
         print(f"preparing the bundled sample in {root} (first use: tokenizer, then shards)")
         train_tokenizer(SAMPLE_TEXT, tokenizer, vocab_size=vocab_size, sample_chars=1_500_000)
     shards = root / f"shards-r{row_length}-val{val_fraction:g}"
+    # One process: this runs inside a training process (torch threads, maybe a sweep's second job), where
+    # forking workers can deadlock; the sample is small enough that it takes a few seconds anyway.
     build_shards(SAMPLE_TEXT, tokenizer, shards, ShardSettings(row_length=row_length, val_fraction=val_fraction),
-                 workers=2, command=["mmbert_pl.sample_data.prepare_sample"], show_progress=False)
+                 workers=1, command=["mmbert_pl.sample_data.prepare_sample"], show_progress=False)
     return shards
