@@ -74,3 +74,12 @@ def test_batch_warmup_gives_every_size_the_same_number_of_steps() -> None:
     assert accumulation_at(warmup, k_min, k_max, warmup) == k_max and accumulation_at(0, k_min, k_max, 0) == k_max
     total = steps_for(2.3e12, per_round, k_max, warmup, k_min)
     assert total == sum(steps_at.values()) + -(-(2.3e12 - tokens) // (k_max * per_round))
+
+
+def test_checkpoint_cadence_in_tokens_is_whole_full_batch_steps() -> None:
+    from mmbert_pl.batch_geometry import BatchGeometry
+
+    geo = BatchGeometry(row_length=1024, micro_batch=8, accumulate=4, devices=2, budget=1e9, max_steps=100)
+    assert geo.tokens_per_step == 65536
+    assert geo.steps_for_tokens(65536 * 10) == 10
+    assert geo.steps_for_tokens(65536 * 10.4) == 10 and geo.steps_for_tokens(1) == 1
