@@ -17,7 +17,6 @@ import logging
 import os
 import time
 
-import torch
 
 from mmbert_pl.data.datamodule import MixtureDataModule
 from mmbert_pl.model import named_config

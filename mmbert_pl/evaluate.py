@@ -9,17 +9,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
+from .bad_input import exit_on_bad_input
 from .embedding import embed, tokenize
 from .model_files import find_tokenizer, read_model
 from .retrieval import read_parallel, retrieval_scores, table, write_report
 
 
 def retrieval(args: argparse.Namespace) -> None:
+    if not Path(args.model).exists():
+        raise ValueError(f"--model {args.model} does not exist; give one of our .ckpt files or a Hugging Face directory")
     tokenizer = Path(args.tokenizer) if args.tokenizer else find_tokenizer([args.model])
     if tokenizer is None:
         raise ValueError(f"no tokenizer.model beside {args.model}; pass --tokenizer PATH")
@@ -50,11 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--max-tokens", type=int, default=512, help="longer documents are truncated to their head")
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
-    try:
+    with exit_on_bad_input():
         retrieval(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Optional
 import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
+
+from .bad_input import exit_on_bad_input
 
 
 @dataclass
@@ -141,11 +142,8 @@ def finetune(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="finetune")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    try:
+    with exit_on_bad_input():
         finetune(cfg)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ g²/v (Adafactor-style); weight decay is fully decoupled: scaled by lr/max_lr, n
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch

@@ -5,12 +5,12 @@ epochs, and writes `<run_dir>/plan.png` (LR, mask ratio, τ, number of languages
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from .bad_input import exit_on_bad_input
 from .config_schema import register, validate
 
 register()
@@ -51,14 +51,11 @@ def write_plot(rows: list[dict], path: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input():
         validate(cfg)
         from .run_plan import plan_run
 
         plan = plan_run(cfg)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     geo = plan.geometry
     print(f"{cfg.experiment}: model {cfg.model.name}, {geo.budget:,.0f} tokens = {geo.max_steps:,} optimizer steps of "
           f"{geo.rows_per_step} rows x {geo.row_length} ({geo.accumulate} micro-batches of {geo.micro_batch} on {geo.devices} devices)")

@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from .bad_input import exit_on_bad_input
 from .config_schema import register, validate
 
 register()
@@ -157,12 +158,9 @@ def train(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input():
         validate(cfg)
         code = train(cfg)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     if code:
         sys.exit(code)
 

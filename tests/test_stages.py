@@ -87,7 +87,6 @@ def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
 
 def test_init_optimizer_keeps_moments_under_the_new_lr(tmp_path: Path, shard_dir: Path, tokenizer_model: Path) -> None:
     import lightning as L
-    import torch
 
     from data_prep.tokenizer import ordinary_ids
     from mmbert_pl.data.datamodule import MixtureDataModule
