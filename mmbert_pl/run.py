@@ -67,21 +67,18 @@ def train(cfg: DictConfig) -> int:
 
     import lightning as L
     import torch
-
-    from callbacks.token_budget import TokenBudget
-    from data_prep.tokenizer import ordinary_ids
-
-    from .hf import export_hf
-    from .init_from import load_initial_weights, load_optimizer_moments
-    from .module import MLMModule
-    from .run_plan import plan_run
-
     from hydra.core.hydra_config import HydraConfig
 
     from callbacks.preemption import Preemption
     from callbacks.sample_log import SampleLog
+    from callbacks.token_budget import TokenBudget
+    from data_prep.tokenizer import ordinary_ids
 
     from .checkpointing import RollingCheckpoint, newest_checkpoint
+    from .hf import export_hf
+    from .init_from import load_initial_weights, load_optimizer_moments
+    from .module import MLMModule
+    from .run_plan import plan_run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
