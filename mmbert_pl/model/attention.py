@@ -202,7 +202,7 @@ class FlashBackend:
 
 
 def make_backend(name: str, window: int):
-    """Build the named backend. `auto`: flash-attn on CUDA when installed, else flex on CUDA (1.6-1.9x sdpa
+    """Build the named backend. `auto`: flash-attn on CUDA when installed, else flex on CUDA (1.2-2.0x sdpa
     for `base` on an H200, README Performance), else sdpa."""
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
