@@ -29,6 +29,7 @@ import torch
 
 from callbacks.token_budget import train_flops_per_token
 from data_prep.packing import BestFitPacker
+from mmbert_pl.data.rows import collate_rows
 from mmbert_pl.hf import export_hf
 from mmbert_pl.model import named_config
 from mmbert_pl.module import MLMModule
@@ -55,10 +56,7 @@ def make_workload(row_length: int, tokens: int, vocab: int, batches: int, seed: 
             packed.extend(packer.add(rng.integers(100, vocab, n, dtype=np.uint32)))
         packed = packed[:rows]
         pieces = [r.ids[a:b] for r in packed for a, b in zip(r.cu[:-1], r.cu[1:])]
-        width = max(len(r.cu) for r in packed)
-        cu = np.stack([np.pad(r.cu, (0, width - len(r.cu)), mode="edge") for r in packed])
-        ours.append({"input_ids": torch.from_numpy(np.stack([r.ids for r in packed]).astype(np.int64)),
-                     "cu_seqlens": torch.from_numpy(cu.astype(np.int32))})
+        ours.append(collate_rows([{"input_ids": r.ids, "cu_seqlens": r.cu} for r in packed]))
         longest = max(len(p) for p in pieces)
         ids = torch.zeros(len(pieces), longest, dtype=torch.long)
         mask = torch.zeros(len(pieces), longest, dtype=torch.long)

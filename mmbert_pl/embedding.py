@@ -13,6 +13,7 @@ import torch
 from data_prep.tokenizer import GEMMA_IDS, load_tokenizer
 
 from .model import MMBertForMaskedLM
+from .model.documents import cu_seqlens_from_lengths
 
 
 def tokenize(tokenizer_path: str | Path, texts: list[str], max_tokens: int) -> list[list[int]]:
@@ -52,7 +53,7 @@ def embed(model: MMBertForMaskedLM, docs: list[list[int]], batch_tokens: int = 1
     for group in batches_by_tokens(docs, batch_tokens):
         lengths = torch.tensor([len(docs[i]) for i in group])
         ids = torch.tensor([t for i in group for t in docs[i]], device=device)
-        cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(device=device, dtype=torch.int32)
+        cu = cu_seqlens_from_lengths(lengths).to(device)
         out.append(pooled(model.model(ids, cu, int(lengths.max())), cu).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.cfg.hidden_size)

@@ -15,6 +15,8 @@ import torch
 from data_prep.shards import holdout_score
 from data_prep.tokenizer import GEMMA_IDS, load_tokenizer
 
+from .model.documents import cu_seqlens_from_lengths
+
 
 @dataclass
 class Example:
@@ -151,5 +153,5 @@ def collate(items: list) -> dict[str, torch.Tensor]:
     """A flat unpadded stream of the batch's examples."""
     lengths = torch.tensor([len(ids) for ids, _, _ in items])
     return {"input_ids": torch.tensor([t for ids, _, _ in items for t in ids]),
-            "cu_seqlens": torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32),
+            "cu_seqlens": cu_seqlens_from_lengths(lengths),
             "labels": torch.tensor([y for _, y, _ in items]), "languages": torch.tensor([g for _, _, g in items])}

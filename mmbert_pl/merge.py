@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .bad_input import exit_on_bad_input
 from .model import MMBertForMaskedLM
 from .model_files import find_tokenizer, read_state, write_model
 
@@ -128,39 +129,39 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--by-step", action="store_true", help="weigh by distance in global steps, not position")
             p.add_argument("--step-unit", type=float, default=1000.0, help="steps per factor α with --by-step")
     args = ap.parse_args(argv)
+    with exit_on_bad_input():
+        merge(args)
 
+
+def merge(args: argparse.Namespace) -> None:
+    """The CLI's work: read the inputs, check they fit together, merge, write."""
     paths = list(args.models) + ([args.base] if args.method == "ties" else [])
     for p in paths:
         if not Path(p).exists():
-            raise SystemExit(f"error: {p} does not exist")
-    try:
-        loaded = [read_state(p) for p in paths]
-        configs, states, steps = map(list, zip(*loaded))
-        _check_same_shape(configs, states, paths)
-        if args.method == "ties":
-            weights = args.weights
-            merged = ties(states[-1], states[:-1], args.density, args.lam, args.trim, weights)
-            meta = {"density": args.density, "lam": args.lam, "trim": args.trim, "base": args.base}
-        elif args.method == "exponential":
-            weights = exponential_weights(len(states), args.alpha, steps if args.by_step else None, args.step_unit)
-            merged = weighted_average(states, weights)
-            meta = {"alpha": args.alpha, "by_step": args.by_step}
-        else:
-            weights = args.weights or [1.0] * len(states)
-            merged = weighted_average(states, weights)
-            meta = {}
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
+            raise ValueError(f"{p} does not exist")
+    configs, states, steps = map(list, zip(*(read_state(p) for p in paths)))
+    _check_same_shape(configs, states, paths)
+    if args.method == "ties":
+        weights = args.weights
+        merged = ties(states[-1], states[:-1], args.density, args.lam, args.trim, weights)
+        meta = {"density": args.density, "lam": args.lam, "trim": args.trim, "base": args.base}
+    elif args.method == "exponential":
+        weights = exponential_weights(len(states), args.alpha, steps if args.by_step else None, args.step_unit)
+        merged = weighted_average(states, weights)
+        meta = {"alpha": args.alpha, "by_step": args.by_step}
+    else:
+        weights = args.weights or [1.0] * len(states)
+        merged = weighted_average(states, weights)
+        meta = {}
     cfg = next((c for c in configs if c is not None), None)
     if cfg is None:
-        raise SystemExit("error: none of the inputs holds an encoder config; give at least one HF directory or recent checkpoint")
+        raise ValueError("none of the inputs holds an encoder config; give at least one HF directory or recent checkpoint")
     model = MMBertForMaskedLM(cfg, attn_backend="sdpa")
     model.load_state_dict(merged)
     meta.update(method=args.method, models=list(args.models), weights=weights)
     ckpt, hf = write_model(model, args.out, args.tokenizer or find_tokenizer(paths), meta)
     print(json.dumps(meta))
     print(f"merged {len(args.models)} models ({args.method}) -> {ckpt} and {hf}")
-
 
 if __name__ == "__main__":
     main()

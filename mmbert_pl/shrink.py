@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .bad_input import exit_on_bad_input
 from .model import EncoderConfig, MMBertForMaskedLM, named_config
 from .model.config import CONFIGS
 from .model_files import find_tokenizer, read_state, write_model
@@ -77,22 +78,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output folder: model.ckpt and hf/")
     ap.add_argument("--tokenizer", default=None, help="SentencePiece model for the HF export (default: found beside the input)")
     args = ap.parse_args(argv)
-    try:
-        src, state, _ = read_state(args.model)
-        if src is None:
-            raise ValueError(f"{args.model} holds no encoder config")
-        overrides = {"vocab_size": src.vocab_size, "global_rope_theta": src.global_rope_theta,
-                     "local_rope_theta": src.local_rope_theta, "max_position": src.max_position}
-        for item in args.set:
-            field, _, value = item.partition("=")
-            if field not in EncoderConfig.__dataclass_fields__:
-                raise ValueError(f"--set {item}: unknown config field {field!r}")
-            overrides[field] = type(getattr(src, field))(value)
-        target = named_config(args.to, **overrides)
-        model = MMBertForMaskedLM(target, attn_backend="sdpa")
-        model.load_state_dict(shrink_state(state, src, target))
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
+    with exit_on_bad_input():
+        shrink_files(args)
+
+
+def shrink_files(args: argparse.Namespace) -> None:
+    """The CLI's work: read, slice, write."""
+    src, state, _ = read_state(args.model)
+    if src is None:
+        raise ValueError(f"{args.model} holds no encoder config")
+    overrides = {"vocab_size": src.vocab_size, "global_rope_theta": src.global_rope_theta,
+                 "local_rope_theta": src.local_rope_theta, "max_position": src.max_position}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        if field not in EncoderConfig.__dataclass_fields__:
+            raise ValueError(f"--set {item}: unknown config field {field!r}")
+        overrides[field] = type(getattr(src, field))(value)
+    target = named_config(args.to, **overrides)
+    model = MMBertForMaskedLM(target, attn_backend="sdpa")
+    model.load_state_dict(shrink_state(state, src, target))
     ckpt, hf = write_model(model, args.out, args.tokenizer or find_tokenizer([args.model]),
                            {"method": "shrink", "source": str(Path(args.model)), "target": target.to_dict()})
     print(f"{src.hidden_size}x{src.num_heads} heads -> {target.hidden_size}x{target.num_heads} heads "
