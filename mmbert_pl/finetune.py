@@ -48,7 +48,7 @@ class LangIdTask:
 class FinetuneConf:
     encoder: Optional[str] = None        # our .ckpt or a Hugging Face directory
     tokenizer: Optional[str] = None      # default: the tokenizer.model beside the model
-    task: Optional[str] = None           # langid: the built-in task; null: data.train / data.validation
+    task: str = "files"                  # files: data.train / data.validation; langid: the built-in task
     data: FinetuneData = field(default_factory=FinetuneData)
     langid: LangIdTask = field(default_factory=LangIdTask)
     pooling: str = "mean"                # mean | cls
@@ -63,7 +63,7 @@ class FinetuneConf:
     devices: int = 1
     precision: Optional[str] = None      # None: bf16-mixed on GPU, 32-true on CPU
     progress_bar: bool = True
-    out_dir: str = "${oc.env:MMBERT_RUNS,runs}/finetune-${oc.select:task,files}"
+    out_dir: str = "${oc.env:MMBERT_RUNS,runs}/finetune-${task}"
 
 
 ConfigStore.instance().store(name="finetune_schema", node=FinetuneConf)
@@ -76,14 +76,14 @@ def load_examples(cfg: DictConfig):
     if cfg.task == "langid":
         train, val = language_id_task(cfg.langid.corpus or SAMPLE_TEXT, cfg.langid.chunk_chars, cfg.langid.per_language,
                                       cfg.langid.val_share, cfg.seed)
-    elif cfg.task is None:
+    elif cfg.task == "files":
         if not cfg.data.train or not cfg.data.validation:
             raise ValueError("give data.train=FILE and data.validation=FILE (.csv or .jsonl), or task=langid")
         d = cfg.data
         train = examples_from(d.train, d.text, d.label, d.text_pair, d.language)
         val = examples_from(d.validation, d.text, d.label, d.text_pair, d.language)
     else:
-        raise ValueError(f"task={cfg.task!r}: the built-in task is langid; for your data leave task unset")
+        raise ValueError(f"task={cfg.task!r}: choose files (data.train / data.validation) or langid (built in)")
     return train, val, check_labels(train, val)
 
 
