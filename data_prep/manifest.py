@@ -1,4 +1,4 @@
-"""`manifest.json`: what a shard folder holds, written atomically after each finished language.
+"""`manifest.json`: what a shard folder holds, rewritten atomically as languages finish.
 
 A language is complete exactly when it has an entry here; folders without one are leftovers
 of an interrupted run and are rebuilt.
@@ -30,8 +30,25 @@ def read_manifest(root: str | Path) -> dict | None:
 def write_manifest(root: str | Path, manifest: dict) -> None:
     path = manifest_path(root)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(_dumps(manifest))
     os.replace(tmp, path)
+
+
+def _dumps(manifest: dict) -> str:
+    """One key per line and one language per line: readable, diffable, and written by json's C encoder
+    (an indented dump is pure Python and, rewritten after every language, cost more than a small language)."""
+    def line(key: str, value, indent: str) -> str:
+        return f"{indent}{json.dumps(key)}: {json.dumps(value, sort_keys=True)}"
+
+    items = []
+    for key in sorted(manifest):
+        if key == "languages" and manifest[key]:
+            langs = manifest[key]
+            body = ",\n".join(line(label, langs[label], "  ") for label in sorted(langs))
+            items.append(f' "languages": {{\n{body}\n }}')
+        else:
+            items.append(line(key, manifest[key], " "))
+    return "{\n" + ",\n".join(items) + "\n}\n"
 
 
 def new_manifest(row_length: int, tokenizer: dict, command: list[str], settings: dict) -> dict:

@@ -42,28 +42,67 @@ class LanguageSource:
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files)
 
-    def records(self, bad: BadInput, text_field: str = "text", max_chars: int = 1_000_000) -> Iterator[tuple[int, str]]:
-        """(record index, text) for every usable document; the index counts skipped records too, so it is stable."""
+    def records(self, bad: BadInput, text_field: str = "text", max_chars: int = 1_000_000,
+                utf8: bool = False) -> Iterator[tuple[int, str | bytes]]:
+        """(record index, text) for every usable document; the index counts skipped records too, so it is stable.
+
+        With `utf8`, lines of .txt files come as their validated UTF-8 bytes (ASCII whitespace stripped):
+        SentencePiece takes bytes as they are, where a str would be encoded back to UTF-8 first.
+        """
         index = 0
         for path in self.files:
-            seen = 0
-            for raw in _raw_records(path, self.layout, text_field, bad):
-                seen += 1
-                if raw is not None:
-                    text = raw.strip()
-                    if not text:
-                        bad.empty += 1
-                    elif len(text) > max_chars:
-                        bad.too_long += 1
-                    else:
-                        yield index, text
+            start = index
+            if self.layout == "txt":
+                texts = _txt_texts(path, bad, max_chars, utf8)
+            else:
+                texts = _structured_texts(path, self.layout, text_field, bad, max_chars)
+            for text in texts:
+                if text is not None:
+                    yield index, text
                 index += 1
-            if seen == 0:
+            if index == start:
                 bad.empty_files += 1
 
 
-def _raw_records(path: Path, layout: str, text_field: str, bad: BadInput) -> Iterator[str | None]:
-    """Texts of one file; None marks a record that could not be decoded."""
+def _txt_texts(path: Path, bad: BadInput, max_chars: int, utf8: bool) -> Iterator[str | bytes | None]:
+    """One document per line; None marks a line skipped as undecodable, empty or too long."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        while lines := f.readlines(1 << 22):
+            for line in lines:
+                raw = line.strip()
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad.undecodable += 1
+                    yield None
+                    continue
+                if not text or text.isspace():
+                    bad.empty += 1
+                    yield None
+                elif len(text) > max_chars:
+                    bad.too_long += 1
+                    yield None
+                else:
+                    yield raw if utf8 else text.strip()
+
+
+def _structured_texts(path: Path, layout: str, text_field: str, bad: BadInput, max_chars: int) -> Iterator[str | None]:
+    """The text field of each JSONL line or Parquet row; None marks a record skipped as undecodable, empty or too long."""
+    for value in _field_values(path, layout, text_field, bad):
+        if value is None:
+            yield None
+        elif not (text := value.strip()):
+            bad.empty += 1
+            yield None
+        elif len(text) > max_chars:
+            bad.too_long += 1
+            yield None
+        else:
+            yield text
+
+
+def _field_values(path: Path, layout: str, text_field: str, bad: BadInput) -> Iterator[str | None]:
     if layout == "parquet":
         import pyarrow.parquet as pq
 
@@ -81,21 +120,12 @@ def _raw_records(path: Path, layout: str, text_field: str, bad: BadInput) -> Ite
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as f:
         for line in f:
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                bad.undecodable += 1
-                yield None
-                continue
-            if layout == "txt":
-                yield text
-                continue
-            if not text.strip():
+            if not line.strip():
                 yield ""
                 continue
             try:
-                value = json.loads(text).get(text_field)
-            except (json.JSONDecodeError, AttributeError):
+                value = json.loads(line).get(text_field)
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 value = None
             if not isinstance(value, str):
                 bad.undecodable += 1

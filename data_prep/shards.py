@@ -6,7 +6,8 @@ Each language becomes `OUT/<lang>/{train,val}/` (MDS: `input_ids` ndarray:uint32
 padding id 0; `cu_seqlens` ndarray:int32 piece boundaries within the row). Validation
 documents are chosen by a hash of (seed, document index), so parallel corpora hold out the same
 documents in every language. Languages are written to a temporary folder and renamed when complete;
-the manifest lists complete languages only, so a rerun skips them and redoes any interrupted one.
+the manifest lists complete languages only (rewritten at most once a second, and at the end), so a
+rerun skips them and redoes any other.
 Worker processes take whole languages, largest first.
 """
 from __future__ import annotations
@@ -19,11 +20,14 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
 from .manifest import new_manifest, read_manifest, write_manifest
-from .packing import BestFitPacker, frame_and_split
+from .mds_rows import RowWriter, check_compression, parse_size
+from .packing import BestFitPacker, split_document
 from .readers import BadInput, LanguageSource, discover
 from .tokenizer import TokenizerInfo, check_tokenizer, load_tokenizer
 
@@ -41,7 +45,7 @@ class ShardSettings:
     shard_size: str = "64mb"
     text_field: str = "text"
     max_chars: int = 1_000_000
-    batch_docs: int = 512
+    batch_chars: int = 1 << 16    # text (chars or UTF-8 bytes) per tokenizer call: ~64K keeps its output in cache
 
     def validate(self) -> None:
         if self.row_length < 16:
@@ -52,6 +56,11 @@ class ShardSettings:
             raise ValueError(f"--val-docs must be >= 0, got {self.val_docs}")
         if not 1 <= self.min_tail <= self.row_length:
             raise ValueError(f"--min-tail must be in [1, row length], got {self.min_tail}")
+        for option, check, value in (("--compression", check_compression, self.compression), ("--shard-size", parse_size, self.shard_size)):
+            try:
+                check(value)
+            except ValueError as e:
+                raise ValueError(f"{option}: {e}") from None
 
 
 def holdout_score(seed: int, index: int) -> float:
@@ -72,27 +81,31 @@ class _Split:
     """One output split of a language: packer, writer and counters."""
 
     def __init__(self, path: Path, s: ShardSettings) -> None:
-        from .mds_rows import RowWriter
-
         self.packer = BestFitPacker(s.row_length, s.open_rows, s.min_split)
-        self.writer = RowWriter(out=str(path), row_length=s.row_length, compression=s.compression or None,
-                                size_limit=s.shard_size, max_workers=1)
-        self.docs = self.pieces = self.rows = self.tokens = 0
+        self.writer = RowWriter(path, s.row_length, compression=s.compression, size_limit=s.shard_size)
+        self.docs = self.pieces = self.rows = self.tokens = self.dropped = 0
         self.last_used = 0
         self.row_length = s.row_length
+        self.min_tail = s.min_tail
 
     def _write(self, rows) -> None:
         for row in rows:
-            self.writer.write({"input_ids": row.ids, "cu_seqlens": row.cu})
+            self.writer.write_row(row)
             self.rows += 1
-            self.tokens += row.used
-            self.last_used = row.used
+            used = int(row.cu[-1])
+            self.tokens += used
+            self.last_used = used
 
-    def add(self, pieces) -> None:
+    def add(self, framed: np.ndarray) -> None:
+        """One document, already framed with BOS/EOS by the tokenizer."""
+        pieces, lost = split_document(framed, self.row_length, self.min_tail)
         self.docs += 1
         self.pieces += len(pieces)
+        self.dropped += lost
         for p in pieces:
-            self._write(self.packer.add(p))
+            closed = self.packer.add(p)
+            if closed:
+                self._write(closed)
 
     def finish(self) -> dict:
         self._write(self.packer.finish())
@@ -105,44 +118,47 @@ class _Split:
                 "packing_efficiency": round(efficiency, 6)}
 
 
-@lru_cache(maxsize=2)
-def _processor(path: str):
-    return load_tokenizer(path)
-
-
 def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo, s: ShardSettings, progress=None) -> dict:
     """Tokenize, frame, split, pack and write one language; returns its manifest entry."""
     tmp, final = out_root / f".tmp-{source.label}", out_root / source.label
     for leftover in (tmp, final):
         shutil.rmtree(leftover, ignore_errors=True)
-    sp = _processor(tok.path)
+    sp = load_tokenizer(tok.path)
     val_set = validation_indices(source, s)
     train, val = _Split(tmp / "train", s), _Split(tmp / "val", s)
     bad = BadInput()
-    dropped = 0
-    batch: list[tuple[int, str]] = []
+    batch: list[tuple[int, str | bytes]] = []
+
+    def is_val(indices: list[int]) -> list[bool]:
+        if val_set is not None:
+            return [i in val_set for i in indices]
+        return [holdout_score(s.seed, i) < s.val_fraction for i in indices]
 
     def flush() -> None:
-        nonlocal dropped
-        encoded = sp.encode([t for _, t in batch], num_threads=1)   # parallelism is ours: one thread per worker
-        n_tokens = 0
-        for (index, _), ids in zip(batch, encoded):
-            pieces, lost = frame_and_split(ids, tok.bos, tok.eos, s.row_length, s.min_tail)
-            dropped += lost
-            n_tokens += len(ids) + 2
-            is_val = index in val_set if val_set is not None else holdout_score(s.seed, index) < s.val_fraction
-            (val if is_val else train).add(pieces)
-        if progress is not None:
-            progress.put((source.label, n_tokens))
+        # One thread per worker (parallelism is ours); the tokenizer adds BOS/EOS (check_tokenizer read them from it)
+        # and returns arrays, which skips building a Python int per token.
+        encoded = sp.encode([t for _, t in batch], add_bos=True, add_eos=True, num_threads=1, return_type="numpy")
+        for held_out, framed in zip(is_val([i for i, _ in batch]), encoded):
+            (val if held_out else train).add(framed)
+        unreported[0] += sum(map(len, encoded))
+        if progress is not None and time.monotonic() - unreported[1] > 0.2:     # a queue message costs a worker ~50 us
+            progress.put((source.label, unreported[0]))
+            unreported[:] = [0, time.monotonic()]
         batch.clear()
 
-    for record in source.records(bad, s.text_field, s.max_chars):
+    chars = 0
+    unreported = [0, time.monotonic()]            # tokens not yet reported to the progress bars, and since when
+    for record in source.records(bad, s.text_field, s.max_chars, utf8=True):
         batch.append(record)
-        if len(batch) >= s.batch_docs:
+        chars += len(record[1])
+        if chars >= s.batch_chars:
             flush()
+            chars = 0
     if batch:
         flush()
-    entry = {"train": train.finish(), "val": val.finish(), "dropped_tail_tokens": dropped,
+    if progress is not None and unreported[0]:
+        progress.put((source.label, unreported[0]))
+    entry = {"train": train.finish(), "val": val.finish(), "dropped_tail_tokens": train.dropped + val.dropped,
              "bad": bad.to_dict(), "layout": source.layout}
     os.replace(tmp, final)
     return entry
@@ -193,34 +209,40 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
     if done & set(sources):
         print(f"skipping {len(done & set(sources))} complete languages in {out}", file=sys.stderr)
     start = time.perf_counter()
-    with _Progress(len(todo), show_progress) as bars:
+    last_write = [time.monotonic()]
+    try:
+        with _Progress(len(todo), show_progress) as bars:
 
-        def record(label: str, entry: dict) -> None:
-            bars.drain()
-            manifest["languages"][label] = entry
-            write_manifest(out, manifest)
-            bars.done(label)
+            def record(label: str, entry: dict) -> None:
+                bars.drain()
+                manifest["languages"][label] = entry
+                # At most once a second: a folder finished but not yet listed is only redone by a rerun, never lost.
+                if time.monotonic() - last_write[0] >= 1.0:
+                    write_manifest(out, manifest)
+                    last_write[0] = time.monotonic()
+                bars.done(label)
 
-        if workers <= 1 or len(todo) <= 1:
-            for src in todo:
-                record(src.label, process_language(src, out, tok, settings, bars))
-        else:
-            # fork starts workers fastest; a caller that already runs threads (torch's OpenMP pool, streaming) must
-            # pass workers=1, since a forked child can deadlock on their locks (sample_data does).
-            ctx = mp.get_context("fork")
-            queue = ctx.Queue()
-            bars.queue = queue
-            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(queue,)) as pool:
-                results = pool.imap_unordered(_worker, [(src, out, tok, settings) for src in todo])
-                for _ in todo:
-                    while True:
-                        try:
-                            record(*results.next(timeout=0.2))
-                            break
-                        except mp.TimeoutError:
-                            bars.drain()
-    manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
-    write_manifest(out, manifest)
+            if workers <= 1 or len(todo) <= 1:
+                for src in todo:
+                    record(src.label, process_language(src, out, tok, settings, bars))
+            else:
+                # fork starts workers fastest; a caller that already runs threads (torch's OpenMP pool, streaming) must
+                # pass workers=1, since a forked child can deadlock on their locks (sample_data does).
+                ctx = mp.get_context("fork")
+                queue = ctx.Queue()
+                bars.queue = queue
+                with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(queue,)) as pool:
+                    results = pool.imap_unordered(_worker, [(src, out, tok, settings) for src in todo])
+                    for _ in todo:
+                        while True:
+                            try:
+                                record(*results.next(timeout=0.2))
+                                break
+                            except mp.TimeoutError:
+                                bars.drain()
+    finally:                 # also on Ctrl-C or a worker's error: what finished stays finished
+        manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
+        write_manifest(out, manifest)
     return manifest
 
 
@@ -228,9 +250,6 @@ class _Progress:
     """A bar per language and one overall, both with tokens/s; fed directly or through a queue from workers."""
 
     def __init__(self, languages: int, enabled: bool) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
         self.enabled = enabled
         self.queue = None
         self.overall = tqdm(total=languages, desc="languages", unit="lang", disable=not enabled, position=0)
@@ -241,7 +260,7 @@ class _Progress:
     def put(self, message: tuple[str, int]) -> None:
         label, tokens = message
         if label not in self.bars:
-            self.bars[label] = self._tqdm(desc=label, unit="tok", unit_scale=True, leave=False, disable=not self.enabled)
+            self.bars[label] = tqdm(desc=label, unit="tok", unit_scale=True, leave=False, disable=not self.enabled)
         self.bars[label].update(tokens)
         self.tokens += tokens
         rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)

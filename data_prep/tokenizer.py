@@ -15,6 +15,7 @@ import random
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .readers import BadInput, discover
@@ -47,13 +48,21 @@ class TokenizerInfo:
 
 
 def load_tokenizer(path: str | Path):
-    import sentencepiece as spm
-
+    """The SentencePiece processor of a model file, loaded once per process and file version: Gemma's 256k
+    model takes a noticeable time to load, and workers forked after the check inherit it."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"tokenizer {path} does not exist; train one with `python -m data_prep.tokenizer train` or pass Gemma 2's tokenizer.model")
+    stat = path.stat()
+    return _load(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, mtime_ns: int, size: int):
+    import sentencepiece as spm
+
     try:
-        return spm.SentencePieceProcessor(model_file=str(path))
+        return spm.SentencePieceProcessor(model_file=path)
     except (RuntimeError, OSError) as e:
         raise ValueError(f"{path} is not a SentencePiece model ({e})") from None
 

@@ -59,7 +59,11 @@ def test_rerun_skips_complete_languages(shard_dir: Path, tokenizer_model: Path, 
 
 @pytest.mark.slow
 def test_killed_run_completes_on_rerun_with_nothing_lost(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "data_prep.shards", "--input", str(sample_dir), "--tokenizer", str(tokenizer_model),
+    text = tmp_path / "text"              # the sample 40 times over: a run of seconds, killed half-way
+    text.mkdir()
+    for f in sample_dir.glob("*_*.txt"):
+        (text / f.name).write_text(f.read_text(encoding="utf-8") * 40, encoding="utf-8")
+    cmd = [sys.executable, "-m", "data_prep.shards", "--input", str(text), "--tokenizer", str(tokenizer_model),
            "--row-length", "256", "--val-fraction", "0.1", "--no-progress", "--shard-size", "16kb"]
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     assert subprocess.run([*cmd, "--out", str(reference)], capture_output=True).returncode == 0
