@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -30,6 +29,7 @@ from .mds_rows import RowWriter, check_compression, parse_size
 from .packing import BestFitPacker, split_document
 from .readers import BadInput, LanguageSource, discover
 from .tokenizer import TokenizerInfo, check_tokenizer, load_tokenizer
+from .workers import run_in_workers
 
 
 @dataclass(frozen=True)
@@ -164,19 +164,6 @@ def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo,
     return entry
 
 
-def _worker(args) -> tuple[str, dict]:
-    source, out_root, tok, s = args
-    return source.label, process_language(source, out_root, tok, s, _worker_queue)
-
-
-_worker_queue = None
-
-
-def _init_worker(queue) -> None:
-    global _worker_queue
-    _worker_queue = queue
-
-
 def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +201,6 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
         with _Progress(len(todo), show_progress) as bars:
 
             def record(label: str, entry: dict) -> None:
-                bars.drain()
                 manifest["languages"][label] = entry
                 # At most once a second: a folder finished but not yet listed is only redone by a rerun, never lost.
                 if time.monotonic() - last_write[0] >= 1.0:
@@ -226,20 +212,10 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
                 for src in todo:
                     record(src.label, process_language(src, out, tok, settings, bars))
             else:
-                # fork starts workers fastest; a caller that already runs threads (torch's OpenMP pool, streaming) must
-                # pass workers=1, since a forked child can deadlock on their locks (sample_data does).
-                ctx = mp.get_context("fork")
-                queue = ctx.Queue()
-                bars.queue = queue
-                with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(queue,)) as pool:
-                    results = pool.imap_unordered(_worker, [(src, out, tok, settings) for src in todo])
-                    for _ in todo:
-                        while True:
-                            try:
-                                record(*results.next(timeout=0.2))
-                                break
-                            except mp.TimeoutError:
-                                bars.drain()
+                finished = run_in_workers(lambda src, report: process_language(src, out, tok, settings, report), todo,
+                                          workers, on_tokens=lambda label, tokens: bars.put((label, tokens)))
+                for i, entry in finished:
+                    record(todo[i].label, entry)
     finally:                 # also on Ctrl-C or a worker's error: what finished stays finished
         manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
         write_manifest(out, manifest)
@@ -247,11 +223,10 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
 
 
 class _Progress:
-    """A bar per language and one overall, both with tokens/s; fed directly or through a queue from workers."""
+    """A bar per language and one overall, both with tokens/s."""
 
     def __init__(self, languages: int, enabled: bool) -> None:
         self.enabled = enabled
-        self.queue = None
         self.overall = tqdm(total=languages, desc="languages", unit="lang", disable=not enabled, position=0)
         self.tokens = 0
         self.start = time.perf_counter()
@@ -265,10 +240,6 @@ class _Progress:
         self.tokens += tokens
         rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
         self.overall.set_postfix_str(f"{self.tokens:,} tok, {rate:,.0f} tok/s", refresh=False)
-
-    def drain(self) -> None:
-        while self.queue is not None and not self.queue.empty():
-            self.put(self.queue.get())
 
     def done(self, label: str) -> None:
         bar = self.bars.pop(label, None)
@@ -340,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:           # a worker died; the languages that finished are in the manifest
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(summary_table(manifest))
     print(f"wrote {args.out}/manifest.json")
     return 0

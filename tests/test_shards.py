@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -81,6 +82,63 @@ def test_killed_run_completes_on_rerun_with_nothing_lost(tmp_path: Path, tokeniz
     assert subprocess.run([*cmd, "--out", str(interrupted)], capture_output=True).returncode == 0
     assert not list(interrupted.glob(".tmp-*"))
     assert rows_of(interrupted) == rows_of(reference)
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_two_workers_write_what_one_writes(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+    langs = ["eng_Latn", "fao_Latn", "tir_Ethi", "cmn_Hani", "rus_Cyrl", "tha_Thai"]
+    settings = ShardSettings(row_length=256, val_fraction=0.1)
+    one = build_shards(sample_dir, tokenizer_model, tmp_path / "one", settings, workers=1, languages=langs, show_progress=False)
+    two = build_shards(sample_dir, tokenizer_model, tmp_path / "two", settings, workers=2, languages=langs, show_progress=False)
+    assert one["languages"] == two["languages"] and rows_of(tmp_path / "one") == rows_of(tmp_path / "two")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux /proc")
+def test_dead_worker_is_reported_and_killed_parent_takes_its_workers(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+    big = tmp_path / "big"                # two languages of seconds each, one per worker
+    big.mkdir()
+    for label in ("eng_Latn", "rus_Cyrl"):
+        (big / f"{label}.txt").write_text((sample_dir / f"{label}.txt").read_text(encoding="utf-8") * 300, encoding="utf-8")
+    cmd = [sys.executable, "-m", "data_prep.shards", "--input", str(big), "--tokenizer", str(tokenizer_model),
+           "--row-length", "256", "--workers", "2", "--no-progress"]
+
+    def start(out: Path) -> tuple[subprocess.Popen, list[int]]:
+        proc = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and len(children_of(proc.pid)) < 2:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        workers = children_of(proc.pid)
+        assert len(workers) == 2 and proc.poll() is None, "both languages must still be in progress"
+        return proc, workers
+
+    # A worker killed (as the OOM killer would): one clear error, the other worker stopped, and a rerun completes.
+    proc, workers = start(tmp_path / "a")
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "a data_prep worker died (exit code -9" in err and "Traceback" not in err, err
+    assert not any(alive(w) for w in workers)
+    assert subprocess.run([*cmd, "--out", str(tmp_path / "a")], capture_output=True).returncode == 0
+    assert sorted(read_manifest(tmp_path / "a")["languages"]) == ["eng_Latn", "rus_Cyrl"]
+    # The parent killed: its workers go with it at once, not after their current language, so nothing keeps
+    # writing into the folder a rerun will use.
+    proc, workers = start(tmp_path / "b")
+    proc.kill()
+    proc.wait()
+    time.sleep(0.5)
+    assert not any(alive(w) for w in workers)
+    assert not (tmp_path / "b" / "eng_Latn").exists() and not (tmp_path / "b" / "rus_Cyrl").exists()
 
 
 def test_input_layouts_give_identical_shards(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
