@@ -1,10 +1,11 @@
 """data_prep tokenize+pack throughput against the limit: SentencePiece `encode` alone, in one process.
 
-Reads the same text three ways: (1) raw `sp.encode(list_of_docs, num_threads=1)` per language, text
-already in memory, no I/O of ours (the limit); (2) `data_prep.shards` with one worker (read, validate,
+Reads the same text three ways: (1) load the SentencePiece model and call `sp.encode(list_of_docs,
+num_threads=1)` per language, text already in memory, no I/O (the limit); (2) `data_prep.shards` with one worker (read, validate,
 encode, split, pack, write zstd MDS shards and the manifest); (3) the same with two workers.
 Each timed run happens in a fresh process, as `python -m data_prep.shards` would (a worker pool forked
-from this script's heap would pay for its size); imports and the text load of (1) are not timed.
+from this script's heap would pay for its size); imports and the text load of (1) are not timed, the
+model load is, in all three (data_prep must load it too; Gemma's 256k model takes a while).
 Runs are interleaved and repeated; the best of each counts. Prints seconds, tokens/s and the two ratios
 the targets are set on.
 
@@ -24,12 +25,12 @@ SAMPLE = ROOT / "mmbert_pl" / "sample" / "ntrex"
 
 
 def raw_encode(text_dir: str, tokenizer: str) -> tuple[float, int]:
-    """Seconds and tokens (with BOS/EOS) of plain `encode` over every language's lines."""
+    """Seconds and tokens (with BOS/EOS) of loading the model and a plain `encode` of every language's lines."""
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_file=tokenizer)
     docs = [f.read_text(encoding="utf-8").splitlines() for f in sorted(Path(text_dir).glob("*.txt"))]
     start = time.perf_counter()
+    sp = spm.SentencePieceProcessor(model_file=tokenizer)
     tokens = sum(len(ids) + 2 for lines in docs for ids in sp.encode(lines, num_threads=1))
     return time.perf_counter() - start, tokens
 

@@ -118,6 +118,24 @@ class _Split:
                 "packing_efficiency": round(efficiency, 6)}
 
 
+class _ThrottledReport:
+    """Token counts for the progress bars, sent at most every 0.2 s: a queue message costs a worker ~50 us."""
+
+    def __init__(self, progress, label: str) -> None:
+        self.progress, self.label = progress, label
+        self.tokens, self.since = 0, time.monotonic()
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+        if time.monotonic() - self.since > 0.2:
+            self.send()
+
+    def send(self) -> None:
+        if self.progress is not None and self.tokens:
+            self.progress.put((self.label, self.tokens))
+        self.tokens, self.since = 0, time.monotonic()
+
+
 def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo, s: ShardSettings, progress=None) -> dict:
     """Tokenize, frame, split, pack and write one language; returns its manifest entry."""
     tmp, final = out_root / f".tmp-{source.label}", out_root / source.label
@@ -140,14 +158,11 @@ def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo,
         encoded = sp.encode([t for _, t in batch], add_bos=True, add_eos=True, num_threads=1, return_type="numpy")
         for held_out, framed in zip(is_val([i for i, _ in batch]), encoded):
             (val if held_out else train).add(framed)
-        unreported[0] += sum(map(len, encoded))
-        if progress is not None and time.monotonic() - unreported[1] > 0.2:     # a queue message costs a worker ~50 us
-            progress.put((source.label, unreported[0]))
-            unreported[:] = [0, time.monotonic()]
+        report.add(sum(map(len, encoded)))
         batch.clear()
 
     chars = 0
-    unreported = [0, time.monotonic()]            # tokens not yet reported to the progress bars, and since when
+    report = _ThrottledReport(progress, source.label)
     for record in source.records(bad, s.text_field, s.max_chars, utf8=True):
         batch.append(record)
         chars += len(record[1])
@@ -156,8 +171,7 @@ def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo,
             chars = 0
     if batch:
         flush()
-    if progress is not None and unreported[0]:
-        progress.put((source.label, unreported[0]))
+    report.send()
     entry = {"train": train.finish(), "val": val.finish(), "dropped_tail_tokens": train.dropped + val.dropped,
              "bad": bad.to_dict(), "layout": source.layout}
     os.replace(tmp, final)
