@@ -46,8 +46,8 @@ class LanguageSource:
                 utf8: bool = False) -> Iterator[tuple[int, str | bytes]]:
         """(record index, text) for every usable document; the index counts skipped records too, so it is stable.
 
-        With `utf8`, lines of .txt files come as their validated UTF-8 bytes (ASCII whitespace stripped):
-        SentencePiece takes bytes as they are, where a str would be encoded back to UTF-8 first.
+        With `utf8`, lines of .txt files come as their validated, stripped UTF-8 bytes: SentencePiece takes
+        bytes as they are, where a str would be encoded back to UTF-8 first.
         """
         index = 0
         for path in self.files:
@@ -66,8 +66,7 @@ class LanguageSource:
 
 def _txt_texts(path: Path, bad: BadInput, max_chars: int, utf8: bool) -> Iterator[str | bytes | None]:
     """One document per line; None marks a line skipped as undecodable, empty or too long."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with open(path, "rb") as f:
         while lines := f.readlines(1 << 22):
             for line in lines:
                 raw = line.strip()
@@ -83,8 +82,10 @@ def _txt_texts(path: Path, bad: BadInput, max_chars: int, utf8: bool) -> Iterato
                 elif len(text) > max_chars:
                     bad.too_long += 1
                     yield None
+                elif text[0].isspace() or text[-1].isspace():       # Unicode whitespace (e.g. U+3000) at an end
+                    yield text.strip().encode() if utf8 else text.strip()
                 else:
-                    yield raw if utf8 else text.strip()
+                    yield raw if utf8 else text
 
 
 def _structured_texts(path: Path, layout: str, text_field: str, bad: BadInput, max_chars: int) -> Iterator[str | None]:

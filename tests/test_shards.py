@@ -179,6 +179,18 @@ def test_bad_records_are_counted_and_skipped(tmp_path: Path, tokenizer_model: Pa
     assert manifest["languages"]["fao_Latn"]["bad"]["empty_files"] == 1
 
 
+def test_txt_lines_as_bytes_are_the_lines_as_text(tmp_path: Path) -> None:
+    from data_prep.readers import BadInput, LanguageSource
+
+    f = tmp_path / "jpn_Jpan.txt"
+    f.write_bytes("  a b \n\u3000全角\u3000\n\xa0\n\n".encode() + b"\xff\xfe\n" + "crlf\r\n".encode() + b"x" * 50 + b"\n")
+    source = LanguageSource("jpn_Jpan", "txt", [f])
+    as_bytes, as_text = BadInput(), BadInput()
+    raw = list(source.records(as_bytes, max_chars=20, utf8=True))
+    assert [(i, t.decode()) for i, t in raw] == list(source.records(as_text, max_chars=20)) == [(0, "a b"), (1, "全角"), (5, "crlf")]
+    assert as_bytes == as_text == BadInput(undecodable=1, empty=2, too_long=1)
+
+
 def test_clear_errors_before_any_work(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "data_prep.shards", *args], capture_output=True, text=True)
