@@ -92,9 +92,8 @@ class _Split:
         for row in rows:
             self.writer.write_row(row)
             self.rows += 1
-            used = int(row.cu[-1])
-            self.tokens += used
-            self.last_used = used
+            self.tokens += row.used
+            self.last_used = row.used
 
     def add(self, framed: np.ndarray) -> None:
         """One document, already framed with BOS/EOS by the tokenizer."""
