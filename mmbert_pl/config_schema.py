@@ -18,6 +18,7 @@ class ModelConf:
     name: str = "tiny"
     attn_backend: str = "auto"
     compile: bool = False               # torch.compile the dense parts of every layer (attention and masking stay eager)
+    loss_chunk_rows: int = 2048         # labelled tokens per decoder chunk in the loss: memory vs. kernel size
     global_rope_theta: float = 10000.0
     local_rope_theta: float = 10000.0
 
@@ -154,6 +155,7 @@ def validate(cfg: Any) -> None:
 
     need(cfg.model.name in CONFIGS, f"model.name={cfg.model.name!r}: choose one of {sorted(CONFIGS)}")
     need(cfg.model.attn_backend in BACKENDS, f"model.attn_backend={cfg.model.attn_backend!r}: choose one of {list(BACKENDS)}")
+    need(cfg.model.loss_chunk_rows > 0, f"model.loss_chunk_rows={cfg.model.loss_chunk_rows}: must be > 0")
     need(cfg.model.global_rope_theta > 0 and cfg.model.local_rope_theta > 0, "RoPE θ must be > 0")
     for key in ("mask_ratio", "val_mask_ratio"):
         need(0 < cfg[key] < 1, f"{key}={cfg[key]}: must be in (0, 1)")

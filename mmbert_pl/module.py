@@ -20,7 +20,8 @@ class MLMModule(L.LightningModule):
     def __init__(self, model: EncoderConfig, random_pool: list[int], mask_id: int = 4, mask_ratio: float = 0.3,
                  val_mask_ratio: float = 0.15, val_languages: list[str] | None = None, lr: float = 8e-4,
                  betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, weight_decay: float = 8e-5,
-                 seed: int = 21, attn_backend: str = "auto", accumulate: int = 1, compile: bool = False) -> None:
+                 seed: int = 21, attn_backend: str = "auto", accumulate: int = 1, compile: bool = False,
+                 loss_chunk_rows: int = 2048) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.accumulate = accumulate             # micro-batches per optimizer step; the batch warmup sets it
@@ -29,8 +30,9 @@ class MLMModule(L.LightningModule):
         self.save_hyperparameters({"model": model.to_dict(), "mask_id": mask_id, "mask_ratio": mask_ratio,
                                    "val_mask_ratio": val_mask_ratio, "val_languages": val_languages, "lr": lr,
                                    "betas": betas, "eps": eps, "weight_decay": weight_decay, "seed": seed,
-                                   "attn_backend": attn_backend, "compile": compile})
-        self.model = MMBertForMaskedLM(model, attn_backend=attn_backend)
+                                   "attn_backend": attn_backend, "compile": compile,
+                                   "loss_chunk_rows": loss_chunk_rows})
+        self.model = MMBertForMaskedLM(model, attn_backend=attn_backend, loss_chunk_rows=loss_chunk_rows)
         if compile:
             self.model.compile_blocks()
         self.register_buffer("random_pool", torch.tensor(random_pool, dtype=torch.long), persistent=False)
@@ -76,7 +78,7 @@ class MLMModule(L.LightningModule):
         if out.num_labels:
             target = labels[labels != -100]
             self.val_loss[dataloader_idx].update(out.loss, weight=out.num_labels)
-            self.val_acc[dataloader_idx].update((out.logits.argmax(-1) == target).float().mean(), weight=out.num_labels)
+            self.val_acc[dataloader_idx].update((out.predictions == target).float().mean(), weight=out.num_labels)
 
     def on_validation_epoch_end(self) -> None:
         losses, accs = [], []

@@ -9,7 +9,8 @@ only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3).
            key-padding mask. Runs anywhere; padding only costs inside attention. Local layers over
            long documents attend block by block (each block of queries sees its own and the two
            neighbouring key blocks), so their cost grows linearly with length, not quadratically.
-- `flex`:  PyTorch flex_attention with a document + window block mask on the flat stream
+- `flex`:  PyTorch flex_attention with a document + window block mask on the flat stream, built
+           per block rather than per token pair (flex_block_mask.py)
            (trains on CUDA only: PyTorch has no flex backward on CPU).
 """
 from __future__ import annotations
@@ -147,27 +148,18 @@ class FlexBackend:
     name = "flex"
 
     def __init__(self, window: int) -> None:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        from torch.nn.attention.flex_attention import flex_attention
 
         self.half = window // 2
-        self._create_block_mask = create_block_mask
         self._flex = flex_attention
         self._compiled = None
 
     def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int):
+        from .flex_block_mask import document_block_masks
+
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
         doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths, output_size=total)
-        half = self.half
-
-        def same_doc(b, h, q, kv):
-            return doc[q] == doc[kv]
-
-        def same_doc_window(b, h, q, kv):
-            return (doc[q] == doc[kv]) & ((q - kv).abs() <= half)
-
-        device = str(cu_seqlens.device)
-        make = lambda fn: self._create_block_mask(fn, B=None, H=None, Q_LEN=total, KV_LEN=total, device=device)
-        return make(same_doc), make(same_doc_window)
+        return document_block_masks(doc, self.half)
 
     def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
         if not qkv.is_cuda and qkv.requires_grad:

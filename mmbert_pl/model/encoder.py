@@ -16,6 +16,7 @@ from .attention import make_backend
 from .config import EncoderConfig
 from .documents import DocumentContext, position_ids_from_cu_seqlens, unpad
 from .layers import EncoderLayer, layer_norm
+from .mlm_loss import chunked_cross_entropy
 
 
 class Embeddings(nn.Module):
@@ -64,15 +65,17 @@ class MLMHead(nn.Module):
 
 @dataclass
 class MLMOutput:
-    logits: torch.Tensor               # (labelled tokens, vocab) with labels, else (tokens, vocab)
+    logits: torch.Tensor | None = None        # (tokens, vocab); only without labels
     loss: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None   # argmax at the labelled tokens; only with labels
     num_labels: int = 0
 
 
 class MMBertForMaskedLM(nn.Module):
-    def __init__(self, cfg: EncoderConfig, attn_backend: str = "auto") -> None:
+    def __init__(self, cfg: EncoderConfig, attn_backend: str = "auto", loss_chunk_rows: int = 2048) -> None:
         super().__init__()
         self.cfg = cfg
+        self.loss_chunk_rows = loss_chunk_rows   # labelled tokens per decoder chunk in the loss (see mlm_loss.py)
         self.model = Encoder(cfg, attn_backend)
         self.head = MLMHead(cfg)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
@@ -102,15 +105,16 @@ class MMBertForMaskedLM(nn.Module):
         max_seqlen: int,
         labels: torch.Tensor | None = None,
     ) -> MLMOutput:
-        """Flat stream in; with labels, the head and decoder run only where a label is set (-100 = none)."""
+        """Flat stream in; with labels, the head and decoder run only where a label is set (-100 = none)
+        and the loss never holds the (labels, vocab) logits in fp32."""
         hidden = self.model(input_ids, cu_seqlens, max_seqlen)
         if labels is None:
             return MLMOutput(logits=self.decoder(self.head(hidden)))
         keep = labels != -100
-        logits = self.decoder(self.head(hidden[keep]))
         target = labels[keep]
-        loss = F.cross_entropy(logits.float(), target) if target.numel() else logits.sum() * 0.0
-        return MLMOutput(logits=logits, loss=loss, num_labels=int(target.numel()))
+        loss, predictions = chunked_cross_entropy(self.head(hidden[keep]), self.decoder.weight, self.decoder.bias,
+                                                  target, self.loss_chunk_rows)
+        return MLMOutput(loss=loss, predictions=predictions, num_labels=int(target.numel()))
 
     def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, seq) right-padded rows, one document each -> logits (batch, seq, vocab), zeros at padding."""
