@@ -46,15 +46,16 @@ def test_loss_and_every_gradient_equal_the_unfused_path(batch, chunk_rows: int) 
     assert got["decoder.bias"].abs().sum() > 0 and got["model.embeddings.tok_embeddings.weight"].abs().sum() > 0
 
 
-def test_bf16_autocast_matches_the_unfused_path_to_bf16_rounding() -> None:
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_bf16_autocast_matches_the_unfused_path_to_bf16_rounding(device: str) -> None:
     gen = torch.Generator().manual_seed(1)
-    hidden = torch.randn(300, 64, generator=gen, requires_grad=True)
-    weight = (torch.randn(5000, 64, generator=gen) * 0.1).requires_grad_()
-    bias = (torch.randn(5000, generator=gen) * 0.1).requires_grad_()
-    target = torch.randint(0, 5000, (300,), generator=gen)
+    hidden = torch.randn(300, 64, generator=gen).to(device).requires_grad_()
+    weight = (torch.randn(5000, 64, generator=gen) * 0.1).to(device).requires_grad_()
+    bias = (torch.randn(5000, generator=gen) * 0.1).to(device).requires_grad_()
+    target = torch.randint(0, 5000, (300,), generator=gen).to(device)
     results = []
     for fused in (False, True):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             if fused:
                 loss, predictions = chunked_cross_entropy(hidden, weight, bias, target, 64)
             else:
