@@ -48,7 +48,7 @@ def measure(variant: str, args: argparse.Namespace, queue: mp.Queue) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=autocast):
             loss = fn(hidden, weight, bias, target, args.chunk_rows)
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     step()                                         # warm-up; grads now exist, as in training
     times, losses = [], []
