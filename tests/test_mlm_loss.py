@@ -85,3 +85,20 @@ def test_no_grad_and_empty_labels_and_bad_chunk() -> None:
     assert loss.item() == 0.0 and predictions.numel() == 0 and h.grad.shape == (0, 8)
     with pytest.raises(ValueError, match="chunk_rows=0"):
         chunked_cross_entropy(hidden, weight, bias, target, 0)
+
+
+def test_fp16_autocast_keeps_small_gradients_until_the_loss_scale_is_known() -> None:
+    """Under fp16 (with a GradScaler's 2**16) a gradient of about 1/(rows * vocab) must not flush to zero."""
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2000, 32, generator=gen, requires_grad=True)
+    weight = (torch.randn(3000, 32, generator=gen) * 0.05).requires_grad_()
+    bias = torch.zeros(3000, requires_grad=True)
+    target = torch.randint(0, 3000, (2000,), generator=gen)
+    F.cross_entropy(F.linear(hidden, weight, bias), target).backward()
+    exact = [t.grad.clone() for t in (hidden, weight, bias)]
+    hidden.grad = weight.grad = bias.grad = None
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss, _ = chunked_cross_entropy(hidden, weight, bias, target, 512)
+    (loss * 2.0**16).backward()
+    for g, want in zip((hidden.grad, weight.grad, bias.grad), exact):
+        assert ((g / 2.0**16) - want).norm() <= 2**-8 * want.norm()

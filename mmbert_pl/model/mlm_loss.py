@@ -2,10 +2,10 @@
 
 `F.cross_entropy(decoder(h).float(), t)` holds bf16 logits, their fp32 copy, the fp32 log-softmax
 saved for backward and an fp32 gradient at once: about 30 GB for `base` at 32k tokens and a 30%
-mask. Here the logits go into one (labels, vocab) buffer in the compute dtype, a chunk of rows at
-a time; the log-softmax of a chunk is taken in fp32 and the chunk is overwritten in place with its
-gradient `softmax - onehot`. Backward is then two matmuls over that buffer, the same three
-matmuls and the same roundings as the unfused path under autocast, so nothing is recomputed.
+mask. Here the decoder runs a chunk of rows at a time; each chunk's log-softmax is taken in fp32
+and turned in place into its gradient `softmax - onehot`, which is kept in one (labels, vocab)
+buffer in the compute dtype. Backward is then two matmuls over that buffer: the same three
+matmuls and the same roundings as the unfused path under autocast, and nothing is recomputed.
 """
 from __future__ import annotations
 
@@ -23,32 +23,35 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor,
                 chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = _compute_dtype(weight)
+        want_grad = any(ctx.needs_input_grad[:3])
         with torch.autocast(weight.device.type, enabled=False):
             h, w, b = hidden.to(dtype), weight.to(dtype), bias.to(dtype)
-            rows = h.shape[0]
-            buf = torch.empty(rows, w.shape[0], dtype=dtype, device=h.device)
-            want_grad = any(ctx.needs_input_grad[:3])
+            rows, vocab = h.shape[0], w.shape[0]
+            # fp16 would flush the unscaled gradient (about 1/(rows*vocab)) to zero: keep it in fp32 until
+            # backward knows the loss scale, as the unfused path does.
+            grads = torch.empty(rows, vocab, dtype=torch.float32 if dtype == torch.float16 else dtype,
+                                device=h.device) if want_grad else None
+            grad_bias = torch.zeros(vocab, dtype=torch.float32, device=h.device) if ctx.needs_input_grad[2] else None
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
-            grad_bias = torch.zeros(w.shape[0], dtype=torch.float32, device=h.device) if ctx.needs_input_grad[2] else None
             predictions = torch.empty(rows, dtype=torch.long, device=h.device)
             for start in range(0, rows, chunk_rows):
                 part = slice(start, min(start + chunk_rows, rows))
-                logits = buf[part]
-                torch.addmm(b, h[part], w.t(), out=logits)
+                logits = torch.addmm(b, h[part], w.t())
                 predictions[part] = logits.argmax(-1)
                 logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+                del logits
                 t = target[part].unsqueeze(1)
                 loss -= logp.gather(1, t).sum()
-                if want_grad:
-                    grad = logp.exp_()
+                if grads is not None:
+                    grad = logp.exp_()                                   # softmax - onehot, over rows
                     grad.scatter_add_(1, t, torch.full_like(t, -1.0, dtype=grad.dtype))
                     grad.div_(rows)
                     if grad_bias is not None:
                         grad_bias += grad.sum(0)
-                    logits.copy_(grad)
+                    grads[part] = grad
                 del logp
-        if want_grad:
-            ctx.save_for_backward(buf, h, w, grad_bias)
+        if grads is not None:
+            ctx.save_for_backward(grads, h, w, grad_bias)
             ctx.dtypes = (hidden.dtype, weight.dtype)
         ctx.mark_non_differentiable(predictions)
         return loss / rows, predictions
@@ -57,12 +60,15 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: torch.Tensor, _grad_predictions: torch.Tensor | None):
         grad_logits, h, w, grad_bias = ctx.saved_tensors
         hidden_dtype, weight_dtype = ctx.dtypes
+        scale = grad_loss
+        if grad_logits.dtype != w.dtype:                  # fp16: scale first, then round
+            grad_logits, scale = (grad_logits * grad_loss).to(w.dtype), torch.ones_like(grad_loss)
         grad_hidden = grad_weight = grad_b = None
         with torch.autocast(grad_logits.device.type, enabled=False):
             if ctx.needs_input_grad[0]:
-                grad_hidden = (grad_logits @ w).float().mul_(grad_loss).to(hidden_dtype)
+                grad_hidden = (grad_logits @ w).float().mul_(scale).to(hidden_dtype)
             if ctx.needs_input_grad[1]:
-                grad_weight = (grad_logits.t() @ h).to(torch.float32).mul_(grad_loss).to(weight_dtype)
+                grad_weight = (grad_logits.t() @ h).to(torch.float32).mul_(scale).to(weight_dtype)
         if grad_bias is not None:
             grad_b = (grad_bias * grad_loss).to(weight_dtype)
         return grad_hidden, grad_weight, grad_b, None, None
@@ -73,7 +79,8 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torc
     """Mean cross-entropy of `hidden @ weight.T + bias` against `target`, and each row's argmax.
 
     `hidden` is (rows, hidden) of labelled tokens only; every target is a valid class. Peak memory
-    beyond the inputs: one (rows, vocab) buffer in the compute dtype plus `chunk_rows` fp32 rows.
+    beyond the inputs: a (rows, vocab) gradient buffer in the compute dtype (fp32 under fp16; none
+    without grad) plus `chunk_rows` rows of logits and their fp32 log-softmax.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows}: must be >= 1")
