@@ -71,7 +71,8 @@ def main() -> None:
     events = cb.prof.key_averages()
     print(events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=60))
     if gpu:
-        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and "#" not in e.key]  # no annotations
+        # Device-side annotations (optimizer steps, inductor's kernel names) span kernels: count kernels only.
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
         kernel_ms = sum(e.self_device_time_total for e in kernels) / 1e3 / args.steps
         print(f"wall per step {cb.wall * 1e3:.1f} ms; device kernels {kernel_ms:.1f} ms "
               f"({kernel_ms / (cb.wall * 1e3):.0%} busy); {args.tokens} token slots per step")
