@@ -69,6 +69,7 @@ def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) ->
         ("mask_ratio=1.5", "mask_ratio=1.5: must be in (0, 1)"),
         ("data.temperature=0", "data.temperature=0"),
         ("model.name=huge", "choose one of ['base', 'small', 'tiny']"),
+        ("model.loss_chunk_rows=0", "model.loss_chunk_rows=0: must be > 0"),
     ],
 )
 def test_bad_config_is_one_clear_error_before_work(tmp_path: Path, override: str, message: str) -> None:
