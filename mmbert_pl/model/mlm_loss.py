@@ -5,7 +5,8 @@ saved for backward and an fp32 gradient at once: about 30 GB for `base` at 32k t
 mask. Here the decoder runs a chunk of rows at a time; each chunk's log-softmax is taken in fp32
 and turned in place into its gradient `softmax - onehot`, which is kept in one (labels, vocab)
 buffer in the compute dtype. Backward is then two matmuls over that buffer: the same three
-matmuls and the same roundings as the unfused path under autocast, and nothing is recomputed.
+matmuls as the unfused path under autocast, rounded no more coarsely (the bias gradient is summed
+in fp32), and nothing is recomputed.
 """
 from __future__ import annotations
 
