@@ -44,6 +44,8 @@ def test_loss_and_every_gradient_equal_the_unfused_path(batch, chunk_rows: int) 
     for name, g in want.items():
         assert torch.allclose(got[name], g, rtol=1e-4, atol=1e-8), name      # decoder.weight is the tied embedding
     assert got["decoder.bias"].abs().sum() > 0 and got["model.embeddings.tok_embeddings.weight"].abs().sum() > 0
+    assert out.predictions.shape == (out.num_labels,)                  # eval mode: argmax for accuracy
+    assert model.train()(ids, cu, 200, labels=labels).predictions is None  # training skips that pass
 
 
 @pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -79,6 +81,7 @@ def test_no_grad_and_empty_labels_and_bad_chunk() -> None:
         loss, predictions = chunked_cross_entropy(hidden, weight, bias, target, 2)
     assert torch.allclose(loss, F.cross_entropy(F.linear(hidden, weight, bias), target))
     assert torch.equal(predictions, F.linear(hidden, weight, bias).argmax(-1))
+    assert chunked_cross_entropy(hidden, weight, bias, target, 2, predict=False)[1] is None
     h = hidden[:0].requires_grad_()
     loss, predictions = chunked_cross_entropy(h, weight, bias, target[:0], 2)
     loss.backward()

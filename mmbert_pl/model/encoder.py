@@ -67,7 +67,7 @@ class MLMHead(nn.Module):
 class MLMOutput:
     logits: torch.Tensor | None = None        # (tokens, vocab); only without labels
     loss: torch.Tensor | None = None
-    predictions: torch.Tensor | None = None   # argmax at the labelled tokens; only with labels
+    predictions: torch.Tensor | None = None   # argmax at the labelled tokens; with labels, in eval mode
     num_labels: int = 0
 
 
@@ -113,7 +113,7 @@ class MMBertForMaskedLM(nn.Module):
         keep = labels != -100
         target = labels[keep]
         loss, predictions = chunked_cross_entropy(self.head(hidden[keep]), self.decoder.weight, self.decoder.bias,
-                                                  target, self.loss_chunk_rows)
+                                                  target, self.loss_chunk_rows, predict=not self.training)
         return MLMOutput(loss=loss, predictions=predictions, num_labels=int(target.numel()))
 
     def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

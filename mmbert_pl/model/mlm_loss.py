@@ -5,8 +5,8 @@ saved for backward and an fp32 gradient at once: about 30 GB for `base` at 32k t
 mask. Here the decoder runs a chunk of rows at a time; each chunk's log-softmax is taken in fp32
 and turned in place into its gradient `softmax - onehot`, which is kept in one (labels, vocab)
 buffer in the compute dtype. Backward is then two matmuls over that buffer: the same three
-matmuls as the unfused path under autocast, rounded no more coarsely (the bias gradient is summed
-in fp32), and nothing is recomputed.
+matmuls and the same roundings as the unfused path under autocast, and nothing is recomputed.
+The 1/rows of the mean is applied in backward, which saves a pass over the buffer.
 """
 from __future__ import annotations
 
@@ -22,62 +22,59 @@ def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor,
-                chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+                chunk_rows: int, predict: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         dtype = _compute_dtype(weight)
-        want_grad = any(ctx.needs_input_grad[:3])
         with torch.autocast(weight.device.type, enabled=False):
             h, w, b = hidden.to(dtype), weight.to(dtype), bias.to(dtype)
             rows, vocab = h.shape[0], w.shape[0]
-            # fp16 would flush the unscaled gradient (about 1/(rows*vocab)) to zero: keep it in fp32 until
-            # backward knows the loss scale, as the unfused path does.
+            # Kept unscaled (softmax - onehot, no 1/rows); fp16 keeps it in fp32 until backward knows the
+            # loss scale, as the unfused path does, so small probabilities do not flush to zero.
             grads = torch.empty(rows, vocab, dtype=torch.float32 if dtype == torch.float16 else dtype,
-                                device=h.device) if want_grad else None
-            grad_bias = torch.zeros(vocab, dtype=torch.float32, device=h.device) if ctx.needs_input_grad[2] else None
+                                device=h.device) if any(ctx.needs_input_grad[:3]) else None
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
-            predictions = torch.empty(rows, dtype=torch.long, device=h.device)
+            predictions = torch.empty(rows, dtype=torch.long, device=h.device) if predict else None
             for start in range(0, rows, chunk_rows):
                 part = slice(start, min(start + chunk_rows, rows))
                 logits = torch.addmm(b, h[part], w.t())
-                predictions[part] = logits.argmax(-1)
+                if predictions is not None:
+                    predictions[part] = logits.argmax(-1)
                 logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
                 del logits
                 t = target[part].unsqueeze(1)
                 loss -= logp.gather(1, t).sum()
                 if grads is not None:
-                    grad = logp.exp_()                                   # softmax - onehot, over rows
+                    grad = logp.exp_()
                     grad.scatter_add_(1, t, torch.full_like(t, -1.0, dtype=grad.dtype))
-                    grad.div_(rows)
-                    if grad_bias is not None:
-                        grad_bias += grad.sum(0)
                     grads[part] = grad
                 del logp
         if grads is not None:
-            ctx.save_for_backward(grads, h, w, grad_bias)
-            ctx.dtypes = (hidden.dtype, weight.dtype)
-        ctx.mark_non_differentiable(predictions)
+            ctx.save_for_backward(grads, h, w)
+            ctx.rows, ctx.dtypes = rows, (hidden.dtype, weight.dtype)
+        if predictions is not None:
+            ctx.mark_non_differentiable(predictions)
         return loss / rows, predictions
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, _grad_predictions: torch.Tensor | None):
-        grad_logits, h, w, grad_bias = ctx.saved_tensors
+        grad_logits, h, w = ctx.saved_tensors
         hidden_dtype, weight_dtype = ctx.dtypes
-        scale = grad_loss
+        scale = grad_loss.float() / ctx.rows
         if grad_logits.dtype != w.dtype:                  # fp16: scale first, then round
-            grad_logits, scale = (grad_logits * grad_loss).to(w.dtype), torch.ones_like(grad_loss)
-        grad_hidden = grad_weight = grad_b = None
+            grad_logits, scale = (grad_logits * scale).to(w.dtype), torch.ones_like(scale)
+        grad_hidden = grad_weight = grad_bias = None
         with torch.autocast(grad_logits.device.type, enabled=False):
             if ctx.needs_input_grad[0]:
                 grad_hidden = (grad_logits @ w).float().mul_(scale).to(hidden_dtype)
             if ctx.needs_input_grad[1]:
-                grad_weight = (grad_logits.t() @ h).to(torch.float32).mul_(scale).to(weight_dtype)
-        if grad_bias is not None:
-            grad_b = (grad_bias * grad_loss).to(weight_dtype)
-        return grad_hidden, grad_weight, grad_b, None, None
+                grad_weight = (grad_logits.t() @ h).float().mul_(scale).to(weight_dtype)
+            if ctx.needs_input_grad[2]:
+                grad_bias = grad_logits.sum(0, dtype=torch.float32).mul_(scale).to(weight_dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor,
-                          chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy of `hidden @ weight.T + bias` against `target`, and each row's argmax.
+                          chunk_rows: int, predict: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean cross-entropy of `hidden @ weight.T + bias` against `target`, and each row's argmax when `predict`.
 
     `hidden` is (rows, hidden) of labelled tokens only; every target is a valid class. Peak memory
     beyond the inputs: a (rows, vocab) gradient buffer in the compute dtype (fp32 under fp16; none
@@ -86,5 +83,6 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torc
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows}: must be >= 1")
     if hidden.shape[0] == 0:
-        return hidden.sum() * 0.0, torch.empty(0, dtype=torch.long, device=hidden.device)
-    return _ChunkedCrossEntropy.apply(hidden, weight, bias, target, chunk_rows)
+        empty = torch.empty(0, dtype=torch.long, device=hidden.device) if predict else None
+        return hidden.sum() * 0.0, empty
+    return _ChunkedCrossEntropy.apply(hidden, weight, bias, target, chunk_rows, predict)
