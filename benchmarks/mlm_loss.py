@@ -28,7 +28,7 @@ def plain(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target
 
 
 def chunked(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor, chunk: int):
-    return chunked_cross_entropy(hidden, weight, bias, target, chunk)[0]
+    return chunked_cross_entropy(hidden, weight, bias, target, chunk, predict=False)[0]
 
 
 VARIANTS = {"plain": plain, "chunked": chunked}

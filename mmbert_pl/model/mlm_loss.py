@@ -68,7 +68,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 grad_weight = (grad_logits.t() @ h).float().mul_(scale).to(weight_dtype)
             if ctx.needs_input_grad[2]:
-                grad_bias = grad_logits.sum(0, dtype=torch.float32).mul_(scale).to(weight_dtype)
+                grad_bias = grad_logits.sum(0).float().mul_(scale).to(weight_dtype)
         return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
