@@ -10,7 +10,6 @@ Each variant runs in a fresh process so its peak memory (`peak_memory.py`) is it
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import statistics
 import time
 
@@ -20,6 +19,7 @@ from torch.nn.attention.flex_attention import create_block_mask
 
 from mmbert_pl.model.flex_block_mask import document_block_masks
 
+from fresh_process import in_fresh_process
 from peak_memory import PeakMemory
 
 HALF_WINDOW = 64
@@ -57,7 +57,7 @@ def documents(tokens: int, row_length: int, device: str) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).to(device)
 
 
-def measure(variant: str, tokens: int, args: argparse.Namespace, queue: mp.Queue) -> None:
+def measure(variant: str, tokens: int, args: argparse.Namespace) -> tuple[float, int]:
     doc = documents(tokens, args.row_length, args.device)
     fn = VARIANTS[variant]
     fn(doc)                                   # warm-up
@@ -69,17 +69,7 @@ def measure(variant: str, tokens: int, args: argparse.Namespace, queue: mp.Queue
             if doc.is_cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-    queue.put((statistics.median(times), peak.bytes))
-
-
-def run_fresh(variant: str, tokens: int, args: argparse.Namespace) -> tuple[float, int]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=measure, args=(variant, tokens, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    return statistics.median(times), peak.bytes
 
 
 def main() -> None:
@@ -92,7 +82,7 @@ def main() -> None:
     print(f"global + local block masks of one step, {args.device}, rows of {args.row_length}, median of {args.repeat}")
     print(f"{'tokens':>8} {'variant':13} {'ms':>9} {'peak MiB':>9}")
     for tokens in (int(t) for t in args.tokens.split(",")):
-        res = {name: run_fresh(name, tokens, args) for name in VARIANTS}
+        res = {name: in_fresh_process(measure, name, tokens, args) for name in VARIANTS}
         for name, (sec, peak) in res.items():
             print(f"{tokens:8} {name:13} {sec * 1e3:9.2f} {peak / 2**20:9.1f}")
         (a, pa), (b, pb) = res["token grid"], res["block bounds"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import statistics
 import time
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from mmbert_pl.model.mlm_loss import chunked_cross_entropy
 
+from fresh_process import in_fresh_process
 from peak_memory import PeakMemory
 
 
@@ -34,7 +34,7 @@ def chunked(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targ
 VARIANTS = {"plain": plain, "chunked": chunked}
 
 
-def measure(variant: str, args: argparse.Namespace, queue: mp.Queue) -> None:
+def measure(variant: str, args: argparse.Namespace) -> dict:
     """One variant in this (fresh) process: seconds per forward+backward, peak bytes above the inputs."""
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -59,17 +59,7 @@ def measure(variant: str, args: argparse.Namespace, queue: mp.Queue) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-    queue.put({"variant": variant, "seconds": statistics.median(times), "peak_bytes": peak.bytes, "loss": losses[-1]})
-
-
-def run_fresh(variant: str, args: argparse.Namespace) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=measure, args=(variant, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    return {"variant": variant, "seconds": statistics.median(times), "peak_bytes": peak.bytes, "loss": losses[-1]}
 
 
 def main() -> None:
@@ -83,7 +73,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--json")
     args = p.parse_args()
-    results = {name: run_fresh(name, args) for name in VARIANTS}
+    results = {name: in_fresh_process(measure, name, args) for name in VARIANTS}
     a, b = results["plain"], results["chunked"]
     print(f"{args.labels} labels x hidden {args.hidden} x vocab {args.vocab:,}, {args.device} {args.dtype}, "
           f"chunk_rows {args.chunk_rows}, median of {args.steps}")

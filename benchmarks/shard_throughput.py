@@ -16,11 +16,12 @@ the targets are set on.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from fresh_process import in_fresh_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "mmbert_pl" / "sample" / "ntrex"
@@ -45,23 +46,6 @@ def shards(text_dir: str, tokenizer: str, out: str, row_length: int, workers: in
     manifest = build_shards(text_dir, tokenizer, out, ShardSettings(row_length=row_length), workers=workers, show_progress=False)
     seconds = time.perf_counter() - start
     return seconds, sum(e[split]["tokens"] for e in manifest["languages"].values() for split in ("train", "val"))
-
-
-def _child(conn, fn, args) -> None:
-    conn.send(fn(*args))
-
-
-def in_fresh_process(fn, *args) -> tuple[float, int]:
-    """Run fn in a new interpreter (not a daemon: data_prep forks its own workers) and return its result."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args))
-    proc.start()
-    result = parent.recv()
-    proc.join()
-    if proc.exitcode:
-        raise RuntimeError(f"{fn.__name__} failed in its process (exit code {proc.exitcode})")
-    return result
 
 
 def main() -> None:
