@@ -150,16 +150,17 @@ class FlexBackend:
     def __init__(self, window: int) -> None:
         from torch.nn.attention.flex_attention import flex_attention
 
+        from .flex_block_mask import document_block_masks
+
         self.half = window // 2
         self._flex = flex_attention
+        self._block_masks = document_block_masks
         self._compiled = None
 
     def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int):
-        from .flex_block_mask import document_block_masks
-
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
         doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths, output_size=total)
-        return document_block_masks(doc, self.half)
+        return self._block_masks(doc, self.half)
 
     def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
         if not qkv.is_cuda and qkv.requires_grad:
