@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
-from mmbert_pl.model.flex_block_mask import document_block_masks
+from mmbert_pl.model.flex_block_mask import document_block_masks, document_mask_mods
 
 from fresh_process import in_fresh_process
 from peak_memory import PeakMemory
@@ -27,14 +27,7 @@ HALF_WINDOW = 64
 
 def grid(doc: torch.Tensor) -> None:
     total = doc.numel()
-
-    def same_doc(b, h, q, kv):
-        return doc[q] == doc[kv]
-
-    def same_doc_window(b, h, q, kv):
-        return (doc[q] == doc[kv]) & ((q - kv).abs() <= HALF_WINDOW)
-
-    for fn in (same_doc, same_doc_window):
+    for fn in document_mask_mods(doc, HALF_WINDOW):
         create_block_mask(fn, None, None, total, total, device=str(doc.device))
 
 

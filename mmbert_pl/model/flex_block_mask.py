@@ -31,6 +31,18 @@ def _block_mask(any_pair: torch.Tensor, all_pairs: torch.Tensor, mask_mod: Calla
                                     mask_mod=mask_mod, seq_lengths=(total, total))
 
 
+def document_mask_mods(doc: torch.Tensor, half_window: int) -> tuple[Callable, Callable]:
+    """Token-level (global, local) mask_mods: same document; same document and |q - kv| <= half_window."""
+
+    def same_doc(b, h, q, kv):
+        return doc[q] == doc[kv]
+
+    def same_doc_window(b, h, q, kv):
+        return (doc[q] == doc[kv]) & ((q - kv).abs() <= half_window)
+
+    return same_doc, same_doc_window
+
+
 def document_block_masks(doc: torch.Tensor, half_window: int) -> tuple[BlockMask, BlockMask]:
     """(global, local) block masks of a flat stream whose token i belongs to document `doc[i]` (non-decreasing).
 
@@ -46,12 +58,6 @@ def document_block_masks(doc: torch.Tensor, half_window: int) -> tuple[BlockMask
     same_doc_everywhere = one_doc[:, None] & one_doc[None, :] & (first[:, None] == first[None, :])
     near = torch.maximum(start[None, :] - end[:, None], start[:, None] - end[None, :]) <= half_window
     far = torch.maximum(end[None, :] - start[:, None], end[:, None] - start[None, :]) <= half_window
-
-    def same_doc(b, h, q, kv):
-        return doc[q] == doc[kv]
-
-    def same_doc_window(b, h, q, kv):
-        return (doc[q] == doc[kv]) & ((q - kv).abs() <= half_window)
-
+    same_doc, same_doc_window = document_mask_mods(doc, half_window)
     return (_block_mask(overlap, same_doc_everywhere, same_doc, total),
             _block_mask(overlap & near, same_doc_everywhere & far, same_doc_window, total))
