@@ -9,6 +9,7 @@ from __future__ import annotations
 import lightning as L
 
 from .clock import tokens_at_step_start
+from .reporting import report
 
 
 def accumulation_at(tokens: float, k_min: int, k_max: int, warmup_tokens: float) -> int:
@@ -37,4 +38,4 @@ class BatchWarmup(L.Callback):
         if tokens is None:
             return
         pl_module.accumulate = self.at(tokens)
-        pl_module.log("schedule/global_batch_rows", float(pl_module.accumulate * self.rows_per_round), on_step=True, on_epoch=False)
+        report(pl_module, {"schedule/global_batch_rows": float(pl_module.accumulate * self.rows_per_round)})

@@ -8,4 +8,4 @@ def tokens_at_step_start(trainer: L.Trainer, pl_module: L.LightningModule, batch
     """Tokens seen when an optimizer step begins; None on the other micro-batches of the step."""
     if pl_module.micro_index:
         return None
-    return int(pl_module.tokens_seen)
+    return pl_module.tokens

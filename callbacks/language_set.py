@@ -6,6 +6,7 @@ import lightning as L
 
 from .clock import tokens_at_step_start
 from .milestones import value_at
+from .reporting import report
 
 
 class LanguageSetSchedule(L.Callback):
@@ -22,4 +23,4 @@ class LanguageSetSchedule(L.Callback):
         segment = trainer.datamodule.segment_for(tokens)
         if segment.languages != self.at(tokens):
             raise RuntimeError(f"at {tokens:,} tokens the data serves {segment.languages!r}, the schedule says {self.at(tokens)!r}")
-        pl_module.log("schedule/languages", float(len(segment.labels)), on_step=True, on_epoch=False, prog_bar=True)
+        report(pl_module, {"schedule/languages": float(len(segment.labels))}, {"languages": len(segment.labels)})

@@ -13,6 +13,7 @@ import math
 import lightning as L
 
 from .clock import tokens_at_step_start
+from .reporting import report
 
 SHAPES = ("1-sqrt", "linear", "cosine", "inverse_sqrt")
 
@@ -57,4 +58,4 @@ class LRSchedule(L.Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        pl_module.log("schedule/lr", lr, on_step=True, on_epoch=False, prog_bar=True)
+        report(pl_module, {"schedule/lr": lr}, {"lr": lr})

@@ -47,16 +47,16 @@ class RetrievalEval(L.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._done = int(pl_module.tokens_seen) // int(self.every)     # a resumed run does not repeat a finished one
+        self._done = pl_module.tokens // int(self.every)     # a resumed run does not repeat a finished one
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if pl_module.micro_index != 0:        # only right after an optimizer step
             return
-        bucket = int(pl_module.tokens_seen) // int(self.every)
+        bucket = pl_module.tokens // int(self.every)
         if bucket > self._done:
             self._done = bucket
             self._log(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if int(pl_module.tokens_seen) % int(self.every):     # the end is not a multiple: score the final weights too
+        if pl_module.tokens % int(self.every):     # the end is not a multiple: score the final weights too
             self._log(trainer, pl_module)

@@ -5,6 +5,7 @@ import lightning as L
 
 from .clock import tokens_at_step_start
 from .milestones import value_at
+from .reporting import report
 
 
 class TemperatureSchedule(L.Callback):
@@ -19,4 +20,4 @@ class TemperatureSchedule(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         tokens = tokens_at_step_start(trainer, pl_module, batch_idx)
         if tokens is not None:
-            pl_module.log("schedule/temperature", self.at(tokens), on_step=True, on_epoch=False, prog_bar=True)
+            report(pl_module, {"schedule/temperature": self.at(tokens)}, {"τ": self.at(tokens)})

@@ -7,15 +7,23 @@ import lightning as L
 import torch
 import torchmetrics
 
-from .data.rows import flatten_rows
-from .masking import mask_seed, mlm_mask
+from callbacks.reporting import logs_this_batch
+
+from .masking import mask_seed
 from .model import EncoderConfig, MMBertForMaskedLM
+from .model.encoder import MLMOutput
 from .optim import StableAdamW, parameter_groups
+from .step_inputs import StepInputs, step_inputs
 
 
 class MLMModule(L.LightningModule):
     """Accumulation is ours (manual optimization): the batch-size warmup changes it between optimizer
-    steps, which Lightning's fixed `accumulate_grad_batches` cannot do exactly."""
+    steps, which Lightning's fixed `accumulate_grad_batches` cannot do exactly.
+
+    A training step never makes the host wait for the device: batches stay on the host until
+    `step_inputs` sends what the encoder needs, the token clock is a host integer, and values are
+    logged only on the batches the logger writes (callbacks/reporting.py).
+    """
 
     def __init__(self, model: EncoderConfig, random_pool: list[int], mask_id: int = 4, mask_ratio: float = 0.3,
                  val_mask_ratio: float = 0.15, val_languages: list[str] | None = None, lr: float = 8e-4,
@@ -35,50 +43,65 @@ class MLMModule(L.LightningModule):
         self.model = MMBertForMaskedLM(model, attn_backend=attn_backend, loss_chunk_rows=loss_chunk_rows)
         if compile:
             self.model.compile_blocks()
-        self.register_buffer("random_pool", torch.tensor(random_pool, dtype=torch.long), persistent=False)
+        self.random_pool = torch.tensor(random_pool, dtype=torch.long)   # on the host, where masks are drawn
         self.mask_ratio = mask_ratio             # the mask-ratio schedule sets this before each step
         # Global tokens trained on, padding included (Composer's count): the clock every schedule reads.
+        # `tokens` is the host copy the schedules read; the buffer carries it in checkpoints and state_dicts.
+        self.tokens = 0
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
+        self.step_values: dict[str, float] = {}  # the callbacks' numbers of the current step, for the logger
+        self.shown: dict[str, float] = {}        # host numbers for the progress bar
+        self._loss: torch.Tensor | None = None   # the last micro-batch's loss, logged when the logger writes
         self.val_languages = val_languages or []
         self.val_loss = torch.nn.ModuleList(torchmetrics.MeanMetric() for _ in self.val_languages)
         self.val_acc = torch.nn.ModuleList(torchmetrics.MeanMetric() for _ in self.val_languages)
 
-    def _masked(self, batch: dict, ratio: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        inputs, labels = mlm_mask(ids, ratio, self.hparams.mask_id, self.random_pool, gen)
-        return inputs, labels, cu, max_len
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        """Batches stay on the host: `step_inputs` works out there what the device needs and sends it."""
+        return batch
+
+    def _forward(self, batch: dict, ratio: float, seed: int) -> tuple[StepInputs, MLMOutput]:
+        x = step_inputs(batch, ratio, self.hparams.mask_id, self.random_pool, seed, self.device)
+        return x, self.model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         seed = mask_seed(self.hparams.seed, self.global_step, self.global_rank, self.micro_index)
-        inputs, labels, cu, max_len = self._masked(batch, self.mask_ratio, seed)
         torch.manual_seed(seed ^ 0x5EED)         # dropout: a function of (seed, step, rank, micro-batch), exact on resume
-        out = self.model(inputs, cu, max_len, labels=labels)
+        _, out = self._forward(batch, self.mask_ratio, seed)
         last_micro = self.micro_index + 1 >= self.accumulate
         block_sync = getattr(self.trainer.strategy, "block_backward_sync", None)   # DDP: all-reduce once per step
         with contextlib.nullcontext() if last_micro or block_sync is None else block_sync():
             self.manual_backward(out.loss / self.accumulate)
-        self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
+        self.tokens += batch["input_ids"].numel() * self.trainer.world_size
+        self.tokens_seen.fill_(self.tokens)
         self.micro_index += 1
         if self.micro_index >= self.accumulate:
             optimizer = self.optimizers()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             self.micro_index = 0
-        self.log("train/loss", out.loss, prog_bar=True)
-        self.log("train/mask_ratio", self.mask_ratio, prog_bar=True)
-        self.log("global_step", float(self.global_step))
+        self._loss = out.loss.detach()
         return out.loss
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        """After the callbacks' hooks, so the token budget's stop (a batch Lightning writes) is known."""
+        if not logs_this_batch(self.trainer):
+            return
+        loss = float(self._loss)                 # read back only on the batches the logger writes
+        self.shown.update(loss=loss, mask=self.mask_ratio)
+        self.log_dict({**self.step_values, "train/loss": loss, "train/mask_ratio": self.mask_ratio,
+                       "global_step": float(self.global_step)}, on_step=True, on_epoch=False)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokens = int(checkpoint["state_dict"]["tokens_seen"])
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # Fixed masks: the same positions at every validation.
         seed = mask_seed(self.hparams.seed, 0, dataloader_idx, batch_idx)
-        inputs, labels, cu, max_len = self._masked(batch, self.hparams.val_mask_ratio, seed)
-        out = self.model(inputs, cu, max_len, labels=labels)
+        x, out = self._forward(batch, self.hparams.val_mask_ratio, seed)
         if out.num_labels:
-            target = labels[labels != -100]
             self.val_loss[dataloader_idx].update(out.loss, weight=out.num_labels)
-            self.val_acc[dataloader_idx].update((out.predictions == target).float().mean(), weight=out.num_labels)
+            self.val_acc[dataloader_idx].update((out.predictions == x.targets).float().mean(), weight=out.num_labels)
 
     def on_validation_epoch_end(self) -> None:
         losses, accs = [], []

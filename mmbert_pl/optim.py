@@ -41,7 +41,9 @@ class StableAdamW(torch.optim.Optimizer):
         return loss
 
     def _update(self, params: list[torch.Tensor], t: int, group: dict) -> None:
-        """Multi-tensor update of parameters at the same step count; one host sync for all their clip factors."""
+        """Multi-tensor update of parameters at the same step count. Each tensor's clip divisor
+        d = max(1, RMS(g²/v)) stays on the device (the step never waits for it): the update is
+        p·(1 - lr·wd/(d·max_lr)) - lr·m/(d·(√v + eps))."""
         beta1, beta2 = group["betas"]
         lr, eps, wd, max_lr = group["lr"], group["eps"], group["weight_decay"], group["max_lr"]
         b1 = (beta1**t - beta1) / (beta1**t - 1)
@@ -54,14 +56,20 @@ class StableAdamW(torch.optim.Optimizer):
         torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
         ratio = torch._foreach_mul(grads, grads)
         torch._foreach_div_(ratio, torch._foreach_clamp_min(v, eps * eps))
-        sums = torch.stack(torch._foreach_norm(ratio, 1))                # g²/v >= 0: the L1 norm is the sum
-        numel = torch.tensor([p.numel() for p in params], dtype=sums.dtype, device=sums.device)
-        step_lr = (lr / (sums / numel).sqrt().clamp_min(1.0)).tolist()
+        clip = torch._foreach_norm(ratio, 1)                            # g²/v >= 0: the L1 norm is the sum
+        del ratio
+        torch._foreach_div_(clip, [float(p.numel()) for p in params])
+        torch._foreach_sqrt_(clip)
+        torch._foreach_clamp_min_(clip, 1.0)
         if wd:
-            torch._foreach_mul_(params, [1 - s / max_lr * wd for s in step_lr])
+            decay = torch._foreach_reciprocal(clip)
+            torch._foreach_mul_(decay, -lr * wd / max_lr)
+            torch._foreach_add_(decay, 1.0)
+            torch._foreach_mul_(params, decay)
         denom = torch._foreach_sqrt(v)
         torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, m, denom, [-s for s in step_lr])
+        torch._foreach_mul_(denom, clip)
+        torch._foreach_addcdiv_(params, m, denom, value=-lr)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
     from callbacks.preemption import Preemption
+    from callbacks.reporting import ProgressBar
     from callbacks.sample_log import SampleLog
     from callbacks.token_budget import TokenBudget
     from data_prep.tokenizer import ordinary_ids
@@ -125,6 +126,8 @@ def train(cfg: DictConfig) -> int:
     extra = [retrieval_callback(cfg, manifest, tok_path, budget)] if cfg.callbacks.retrieval.every else []
     if cfg.callbacks.sample_log:
         extra.append(SampleLog(run_dir / "samples"))
+    if cfg.trainer.progress_bar:
+        extra.append(ProgressBar())
     t = cfg.trainer
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,

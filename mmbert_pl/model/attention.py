@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .documents import to_device
+
 BACKENDS = ("auto", "sdpa", "flex", "flash")
 
 
@@ -31,7 +33,6 @@ def flash_attn_available() -> bool:
 @dataclass
 class _Bucket:
     shape: tuple[int, int]     # (docs, padded length)
-    valid: torch.Tensor        # (docs, len) bool
     global_mask: torch.Tensor | None
     local_mask: torch.Tensor | None   # (docs, 1, len, len), or (docs * blocks, 1, block, 3 * block) when `block`
     block: int = 0             # > 0: local attention runs blockwise with blocks of this many queries
@@ -41,7 +42,7 @@ class _Bucket:
 class _SDPAPlan:
     gather: torch.Tensor       # flat token index of every padded slot of every bucket, bucket after bucket
     buckets: list[_Bucket]
-    inverse: torch.Tensor      # puts the buckets' valid outputs back in stream order
+    order: torch.Tensor        # for each token of the stream, the bucket slot that holds its output
 
 
 class SDPABackend:
@@ -49,6 +50,8 @@ class SDPABackend:
 
     Padding slots gather token 0; they are masked as keys and dropped as queries, so their
     values never matter. One gather in, one gather out: the backward pass is two scatters.
+    The indices are worked out from host-side boundaries and sent in one copy, so a plan
+    never waits for the device.
     """
 
     name = "sdpa"
@@ -74,20 +77,35 @@ class SDPABackend:
             real = lengths[d]
         return groups
 
-    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> _SDPAPlan:
-        device = cu_seqlens.device
-        starts = cu_seqlens[:-1].tolist()
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-        buckets, gathers, pieces = [], [], []
-        for group in self._groups(lengths):
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, device: torch.device | None = None) -> _SDPAPlan:
+        """`cu_seqlens` on the host costs no host sync (on the device it is read back once)."""
+        device = torch.device(device) if device is not None else cu_seqlens.device
+        cu = cu_seqlens.tolist()
+        lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
+        groups = self._groups(lengths)
+        gathers, slots, tokens, doc_lengths, offset = [], [], [], [], 0
+        for group in groups:
             size = lengths[group[-1]]
-            ar = torch.arange(size, device=device)
-            start = torch.tensor([starts[d] for d in group], device=device)
-            length = torch.tensor([lengths[d] for d in group], device=device)
+            ar = torch.arange(size)
+            start = torch.tensor([cu[d] for d in group])
+            length = torch.tensor([lengths[d] for d in group])
             valid = ar[None, :] < length[:, None]
             index = start[:, None] + ar[None, :]
-            ragged = bool((length != size).any())
-            global_mask = valid[:, None, None, :] if ragged else None
+            gathers.append(torch.where(valid, index, 0).flatten())
+            slots.append(valid.flatten().nonzero().squeeze(1) + offset)
+            tokens.append(index[valid])
+            doc_lengths.append(length)
+            offset += len(group) * size
+        order = torch.empty(total, dtype=torch.long)
+        order[torch.cat(tokens)] = torch.cat(slots)
+        gather, order, *lengths_on_device = to_device(torch.cat([torch.cat(gathers), order, *doc_lengths]), device).split(
+            [offset, total, *map(len, groups)])
+        buckets = []
+        for group, length in zip(groups, lengths_on_device):
+            size = lengths[group[-1]]
+            ar = torch.arange(size, device=device)
+            valid = ar[None, :] < length[:, None]
+            global_mask = valid[:, None, None, :] if lengths[group[0]] != size else None   # sorted: the first is the shortest
             local_mask, block = global_mask, 0
             if size > 3 * self.block:
                 local_mask, block = self._block_mask(length, size), self.block
@@ -96,13 +114,8 @@ class SDPABackend:
                 # Padding queries may see anything in their band, so no row is fully masked (no NaN in backward).
                 keep = valid[:, None, :] | ~valid[:, :, None]
                 local_mask = (band[None] & keep)[:, None]
-            buckets.append(_Bucket((len(group), size), valid, global_mask, local_mask, block))
-            gathers.append(torch.where(valid, index, 0).flatten())
-            pieces.append(index[valid])
-        perm = torch.cat(pieces)
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(total, device=device)
-        return _SDPAPlan(torch.cat(gathers), buckets, inverse)
+            buckets.append(_Bucket((len(group), size), global_mask, local_mask, block))
+        return _SDPAPlan(gather, buckets, order)
 
     def _block_mask(self, length: torch.Tensor, size: int) -> torch.Tensor:
         """Mask of blockwise local attention: query block j against keys of blocks j-1, j, j+1."""
@@ -138,8 +151,8 @@ class SDPABackend:
                 o = self._blockwise(q, k, v, b)
             else:
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=b.local_mask if local else b.global_mask)
-            outs.append(o.transpose(1, 2)[b.valid])
-        return torch.cat(outs)[plan.inverse]
+            outs.append(o.transpose(1, 2).reshape(-1, o.shape[1], o.shape[3]))   # (docs * len, heads, dim)
+        return torch.cat(outs)[plan.order]
 
 
 class FlexBackend:
@@ -157,9 +170,10 @@ class FlexBackend:
         self._block_masks = document_block_masks
         self._compiled = None
 
-    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int):
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths, output_size=total)
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, device: torch.device | None = None):
+        cu = to_device(cu_seqlens, device if device is not None else cu_seqlens.device)
+        lengths = (cu[1:] - cu[:-1]).long()
+        doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu.device), lengths, output_size=total)
         return self._block_masks(doc, self.half)
 
     def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
@@ -185,8 +199,8 @@ class FlashBackend:
         self.half = window // 2
         self._fn = flash_attn_varlen_qkvpacked_func
 
-    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int):
-        return cu_seqlens.to(torch.int32), max_seqlen
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, device: torch.device | None = None):
+        return to_device(cu_seqlens, device if device is not None else cu_seqlens.device).to(torch.int32), max_seqlen
 
     def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
         cu, max_seqlen = plan

@@ -12,6 +12,17 @@ import torch
 import torch.nn.functional as F
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`t` on `device` without making the host wait for the device: a host tensor bound for CUDA goes
+    through pinned memory with a non-blocking copy (a plain copy from pageable memory synchronises)."""
+    device = torch.device(device)
+    if t.device == device or (device.type == t.device.type and device.index is None):
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def cu_seqlens_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from .attention import make_backend
 from .config import EncoderConfig
-from .documents import DocumentContext, position_ids_from_cu_seqlens, unpad
+from .documents import DocumentContext, position_ids_from_cu_seqlens, to_device, unpad
 from .layers import EncoderLayer, layer_norm
 from .mlm_loss import chunked_cross_entropy
 
@@ -39,13 +39,14 @@ class Encoder(nn.Module):
         self.final_norm = layer_norm(cfg)
 
     def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """Hidden states (tokens, hidden) of a flat stream of documents."""
-        total = input_ids.shape[0]
+        """Hidden states (tokens, hidden) of a flat stream of documents. `cu_seqlens` may stay on the host:
+        then nothing here waits for the device (the backends' plans read it there)."""
+        total, device = input_ids.shape[0], input_ids.device
         if max_seqlen > self.cfg.max_position:
             raise ValueError(f"a document of {max_seqlen} tokens exceeds max_position {self.cfg.max_position}")
         ctx = DocumentContext(
-            position_ids=position_ids_from_cu_seqlens(cu_seqlens, total),
-            plan=self.backend.plan(cu_seqlens, max_seqlen, total),
+            position_ids=position_ids_from_cu_seqlens(to_device(cu_seqlens, device), total),
+            plan=self.backend.plan(cu_seqlens, max_seqlen, total, device),
         )
         x = self.embeddings(input_ids)
         for layer in self.layers:
@@ -104,17 +105,20 @@ class MMBertForMaskedLM(nn.Module):
         cu_seqlens: torch.Tensor,
         max_seqlen: int,
         labels: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> MLMOutput:
-        """Flat stream in; with labels, the head and decoder run only where a label is set (-100 = none)
-        and the loss never holds the (labels, vocab) logits in fp32."""
+        """Flat stream in; with labels, the head and decoder run only on labelled tokens and the loss never
+        holds their (labels, vocab) logits in fp32. `labels` holds a target per token (-100 = none), or, with
+        `positions`, the targets of those tokens only: finding the labelled tokens then needs no host sync."""
         hidden = self.model(input_ids, cu_seqlens, max_seqlen)
         if labels is None:
             return MLMOutput(logits=self.decoder(self.head(hidden)))
-        keep = labels != -100
-        target = labels[keep]
-        loss, predictions = chunked_cross_entropy(self.head(hidden[keep]), self.decoder.weight, self.decoder.bias,
-                                                  target, self.loss_chunk_rows, predict=not self.training)
-        return MLMOutput(loss=loss, predictions=predictions, num_labels=int(target.numel()))
+        if positions is None:
+            positions = (labels != -100).nonzero().squeeze(1)
+            labels = labels[positions]
+        loss, predictions = chunked_cross_entropy(self.head(hidden.index_select(0, positions)), self.decoder.weight,
+                                                  self.decoder.bias, labels, self.loss_chunk_rows, predict=not self.training)
+        return MLMOutput(loss=loss, predictions=predictions, num_labels=positions.numel())
 
     def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, seq) right-padded rows, one document each -> logits (batch, seq, vocab), zeros at padding."""
