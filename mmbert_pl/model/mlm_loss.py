@@ -10,13 +10,22 @@ The 1/rows of the mean is applied in backward, which saves a pass over the buffe
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
     """The dtype autocast would give the decoder matmul, or the weight's own outside autocast."""
     device = weight.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    return torch.get_autocast_dtype(device) if autocast else weight.dtype
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off, on devices that have it (the meta device, where tests trace the step, has none)."""
+    available = torch.amp.is_autocast_available(device.type)
+    return torch.autocast(device.type, enabled=False) if available else contextlib.nullcontext()
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -24,7 +33,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor,
                 chunk_rows: int, predict: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         dtype = _compute_dtype(weight)
-        with torch.autocast(weight.device.type, enabled=False):
+        with _no_autocast(weight.device):
             h, w, b = hidden.to(dtype), weight.to(dtype), bias.to(dtype)
             rows, vocab = h.shape[0], w.shape[0]
             # Kept unscaled (softmax - onehot, no 1/rows); fp16 keeps it in fp32 until backward knows the
@@ -62,7 +71,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         if grad_logits.dtype != w.dtype:                  # fp16: scale first, then round
             grad_logits, scale = (grad_logits * scale).to(w.dtype), torch.ones_like(scale)
         grad_hidden = grad_weight = grad_bias = None
-        with torch.autocast(grad_logits.device.type, enabled=False):
+        with _no_autocast(grad_logits.device):
             if ctx.needs_input_grad[0]:
                 grad_hidden = (grad_logits @ w).float().mul_(scale).to(hidden_dtype)
             if ctx.needs_input_grad[1]:

@@ -1,0 +1,110 @@
+"""A training step never makes the host wait for the device.
+
+On the meta device a tensor has shapes but no data, so everything that would stall the host
+behind a GPU (`.item()`, `.tolist()`, `int()`, a boolean index, `nonzero`, a copy back) raises
+there: the step's whole device part (encoder, sparse head, loss, backward, StableAdamW) runs on
+meta. On CUDA, `torch.cuda.set_sync_debug_mode("error")` checks the same over real Lightning
+steps, hooks and callbacks included.
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from callbacks.lr import LRSchedule
+from callbacks.mask_ratio import MaskRatioSchedule
+from callbacks.token_budget import TokenBudget
+from data_prep.packing import BestFitPacker
+from mmbert_pl.data.rows import collate_rows, flatten_rows
+from mmbert_pl.model import MMBertForMaskedLM, named_config
+from mmbert_pl.module import MLMModule
+from mmbert_pl.optim import StableAdamW, parameter_groups
+from mmbert_pl.step_inputs import step_inputs
+
+ROW = 256
+
+
+def packed_batches(count: int, rows: int, vocab: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        packer, packed = BestFitPacker(ROW), []
+        while len(packed) < rows:
+            packed.extend(packer.add(rng.integers(100, vocab, int(rng.integers(16, ROW)), dtype=np.uint32)))
+        batches.append(collate_rows([{"input_ids": r.ids, "cu_seqlens": r.cu} for r in packed[:rows]]))
+    return batches
+
+
+def test_step_inputs_hold_the_masked_stream_and_its_labels() -> None:
+    batch = packed_batches(1, 4, 4096)[0]
+    ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
+    x = step_inputs(batch, 0.3, 4, torch.arange(100, 4096), seed=3, device=torch.device("cpu"))
+    assert torch.equal(x.cu_seqlens, cu) and x.max_seqlen == max_len and x.input_ids.shape == ids.shape
+    assert torch.equal(x.targets, ids[x.positions]) and bool((x.positions.diff() > 0).all())
+    unlabelled = torch.ones_like(ids, dtype=torch.bool)
+    unlabelled[x.positions] = False
+    assert torch.equal(x.input_ids[unlabelled], ids[unlabelled])           # only labelled tokens change
+    assert 0.25 < x.positions.numel() / ids.numel() < 0.35
+    assert 0.7 < (x.input_ids[x.positions] == 4).float().mean() < 0.9      # 80% of them become <mask>
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_device_part_of_the_step_reads_no_device_data(accumulate: int) -> None:
+    cfg = named_config("tiny")
+    model = MMBertForMaskedLM(cfg, attn_backend="sdpa").to("meta").train()
+    optimizer = StableAdamW(parameter_groups(model, 8e-5))
+    for step, batch in enumerate(packed_batches(2 * accumulate, 4, cfg.vocab_size)):
+        x = step_inputs(batch, 0.3, 4, torch.arange(100, cfg.vocab_size), seed=step, device=torch.device("meta"))
+        assert x.input_ids.is_meta and x.positions.is_meta and not x.cu_seqlens.is_meta
+        out = model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions)
+        (out.loss / accumulate).backward()
+        assert out.loss.is_meta and out.num_labels == x.positions.numel()
+        if (step + 1) % accumulate == 0:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    assert optimizer.state[model.decoder.bias]["step"] == 2
+
+
+def test_meta_catches_a_step_that_finds_its_labels_on_the_device() -> None:
+    """The check above can fail: labels given per token make the model find them with `nonzero`."""
+    cfg = named_config("tiny")
+    model = MMBertForMaskedLM(cfg, attn_backend="sdpa").to("meta")
+    x = step_inputs(packed_batches(1, 2, cfg.vocab_size)[0], 0.3, 4, torch.arange(100, cfg.vocab_size), seed=0,
+                    device=torch.device("meta"))
+    labels = torch.full_like(x.input_ids, -100).index_put_((x.positions,), x.targets)
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=labels)
+
+
+class SyncErrors(L.Callback):
+    """Turns every host sync into an error from the start of batch `first` to the start of batch `last`."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.first:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        if batch_idx == self.last:
+            torch.cuda.set_sync_debug_mode("default")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_lightning_steps_on_cuda_make_no_host_sync(backend: str) -> None:
+    cfg = named_config("tiny", attn_out_dropout=0.1)
+    module = MLMModule(cfg, random_pool=list(range(100, cfg.vocab_size)), attn_backend=backend, accumulate=2)
+    batches = packed_batches(12, 8, cfg.vocab_size)
+    callbacks = [SyncErrors(first=4, last=10), LRSchedule(8e-4, 1e4, 1e7), MaskRatioSchedule([(0, 0.3), (1e7, 0.05)]),
+                 TokenBudget(1e7, peak_flops=1e12)]
+    trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=6, log_every_n_steps=1000,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=callbacks)
+    trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+    assert module.tokens == 12 * 8 * ROW and trainer.global_step == 6
