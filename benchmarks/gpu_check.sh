@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check of issue 8, one script for a fresh GPU machine with torch, lightning and transformers
 # (no install of ours needed: the repository root goes on PYTHONPATH). 5.4 minutes on an H200 on 2026-11-27,
-# before step 2 and the 64k run were added.
+# before step 2, the host-sync test, the 64k and the accumulation runs were added.
 #   1. attention backends agree with a float64 reference in bf16 (and the CUDA cases of the backend tests);
+#      Lightning steps make no host sync (tests/test_host_sync.py, under torch.cuda.set_sync_debug_mode("error"));
 #   2. the parts measured alone: the chunked decoder loss vs plain cross-entropy at `base`'s shape, and
 #      flex block masks from block bounds vs `create_block_mask` on the token grid;
 #   3. training throughput, MFU and peak memory of `base` at row lengths 1024 and 8192 with each backend,
 #      eager and compiled, and transformers' ModernBertForMaskedLM on the same documents; then the best
-#      backend with twice the tokens per step (the memory the chunked loss frees); a table last.
+#      backend with twice the tokens per step (the memory the chunked loss frees), and with the recipe's
+#      accumulation (4608 rows a step on 8 GPUs at 32 rows each: 18 micro-batches, against transformers); a table last.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (PEAK_TFLOPS=989 for H100/H200 SXM bf16 dense)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ python3 -c "import torch, lightning, transformers; print('torch', torch.__versio
 
 python3 benchmarks/backend_agreement.py --device cuda --dtype bfloat16 --backends "$backends" 2>&1 | tee "$out/agreement.txt" || status=1
 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_attention_backends.py \
-    tests/test_mlm_loss.py tests/test_flex_block_mask.py 2>&1 | tail -3 | tee -a "$out/agreement.txt" || status=1
+    tests/test_mlm_loss.py tests/test_flex_block_mask.py tests/test_host_sync.py 2>&1 | tail -15 | tee -a "$out/agreement.txt" || status=1
 
 python3 benchmarks/mlm_loss.py --device cuda --dtype bfloat16 --labels 9830 --steps 5 2>&1 | tee "$out/parts.txt" || status=1
 python3 benchmarks/flex_block_mask.py --device cuda --tokens 32768 2>&1 | tee -a "$out/parts.txt" || status=1
@@ -34,9 +36,13 @@ python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths
 python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 65536 \
     --backends "${backends##*,}" --compile on --peak-tflops "${PEAK_TFLOPS:-989}" --steps 6 --warmup 3 \
     --json "$out/throughput_64k.json" 2>&1 | tee "$out/throughput_64k.log" || status=1
+python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 32768 --accumulate 18 \
+    --backends "${backends##*,}" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 36 --warmup 18 \
+    --json "$out/throughput_acc18.json" 2>&1 | tee "$out/throughput_acc18.log" || status=1
 
 echo; grep -E "worst relative error|passed|failed" "$out/agreement.txt"
 grep -E "plain / chunked|grid / bounds" "$out/parts.txt"
 sed -n '/^model /,$p' "$out/throughput.log"
 echo "65,536 token slots per step:"; grep -E "^base " "$out/throughput_64k.log"
+echo "18 micro-batches per optimizer step:"; grep -E "^base " "$out/throughput_acc18.log"
 exit $status
