@@ -26,7 +26,8 @@ def train_flops_per_token(model: torch.nn.Module, mask_ratio: float, mean_contex
 class TokenBudget(L.Callback):
     """Throughput is measured over the batches between two logger writes, not per batch: the host queues
     work ahead of the device, so one batch's host time says little. The logger's read-backs wait for the
-    device, so an interval between them counts what the device did, to within a batch."""
+    device, so an interval between them counts what the device did, to within a batch. Validation runs
+are left out of the interval."""
 
     def __init__(self, max_tokens: float, peak_flops: float | None = None) -> None:
         if max_tokens <= 0:
@@ -37,6 +38,13 @@ class TokenBudget(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._since = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._paused = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._since is not None:     # validation during training is not training time
+            self._since += time.perf_counter() - self._paused
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         ids, cu = batch["input_ids"], batch["cu_seqlens"]     # on the host
