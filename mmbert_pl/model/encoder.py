@@ -77,6 +77,7 @@ class MMBertForMaskedLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.loss_chunk_rows = loss_chunk_rows   # labelled tokens per decoder chunk in the loss (see mlm_loss.py)
+        self.compiled_loss = False               # compile_blocks: the loss's softmax and gradient in fused passes
         self.model = Encoder(cfg, attn_backend)
         self.head = MLMHead(cfg)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
@@ -117,7 +118,8 @@ class MMBertForMaskedLM(nn.Module):
             positions = (labels != -100).nonzero().squeeze(1)
             labels = labels[positions]
         loss, predictions = chunked_cross_entropy(self.head(hidden.index_select(0, positions)), self.decoder.weight,
-                                                  self.decoder.bias, labels, self.loss_chunk_rows, predict=not self.training)
+                                                  self.decoder.bias, labels, self.loss_chunk_rows, predict=not self.training,
+                                                  compiled=self.compiled_loss)
         return MLMOutput(loss=loss, predictions=predictions, num_labels=positions.numel())
 
     def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -127,9 +129,11 @@ class MMBertForMaskedLM(nn.Module):
         return u.repad(logits)
 
     def compile_blocks(self) -> None:
-        """Compile every layer's dense parts (see `EncoderLayer.compile_blocks`); parameters and state_dict keys are unchanged."""
+        """Compile every layer's dense parts (see `EncoderLayer.compile_blocks`) and the loss's per-chunk
+        softmax and gradient; parameters and state_dict keys are unchanged."""
         for layer in self.model.layers:
             layer.compile_blocks()
+        self.compiled_loss = True
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
