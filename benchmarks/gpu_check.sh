@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check of issue 8, one script for a fresh GPU machine with torch, lightning and transformers
-# (no install of ours needed: the repository root goes on PYTHONPATH). 5.4 minutes on an H200 on 2026-11-27,
-# before step 2, the host-sync test, the 64k and the accumulation runs were added.
+# (no install of ours needed: the repository root goes on PYTHONPATH). 5.4 minutes on an H200 on 2026-11-27
+# with eager and compiled runs of two backends; now compiled runs of up to four, and the later steps below.
 #   1. attention backends agree with a float64 reference in bf16 (and the CUDA cases of the backend tests);
 #      Lightning steps make no host sync (tests/test_host_sync.py, under torch.cuda.set_sync_debug_mode("error"));
-#   2. the parts measured alone: the chunked decoder loss vs plain cross-entropy at `base`'s shape, and
-#      flex block masks from block bounds vs `create_block_mask` on the token grid;
-#   3. training throughput, MFU and peak memory of `base` at row lengths 1024 and 8192 with each backend,
-#      eager and compiled, and transformers' ModernBertForMaskedLM on the same documents; then the best
-#      backend with twice the tokens per step (the memory the chunked loss frees), and with the recipe's
-#      accumulation (4608 rows a step on 8 GPUs at 32 rows each: 18 micro-batches, against transformers); a table last.
+#   2. the parts measured alone: the chunked decoder loss (eager and compiled) vs plain cross-entropy at
+#      `base`'s shape, and flex block masks from block bounds vs `create_block_mask` on the token grid;
+#   3. training throughput, MFU and peak memory of `base` at row lengths 1024 and 8192 with each backend
+#      (sdpa, flex, PyTorch's varlen FlashAttention where this torch has it, flash-attn where installed),
+#      compiled, and transformers' ModernBertForMaskedLM on the same documents; then the fastest backend at
+#      1024 with twice the tokens per step (the memory the chunked loss frees), and with the recipe's
+#      accumulation (4608 rows a step on 8 GPUs at 32 rows each: 18 micro-batches, against transformers);
+#      a table last.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (PEAK_TFLOPS=989 for H100/H200 SXM bf16 dense)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,8 @@ out=${1:-${OUT:-gpu_check_out}}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 backends=sdpa,flex
-python3 -c "import flash_attn" 2>/dev/null && backends=sdpa,flex,flash
+python3 -c "from mmbert_pl.model.attention import torch_varlen_attn as f; assert f()" 2>/dev/null && backends=$backends,varlen
+python3 -c "import flash_attn" 2>/dev/null && backends=$backends,flash
 status=0
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
@@ -31,17 +34,20 @@ python3 benchmarks/mlm_loss.py --device cuda --dtype bfloat16 --labels 9830 --st
 python3 benchmarks/flex_block_mask.py --device cuda --tokens 32768 2>&1 | tee -a "$out/parts.txt" || status=1
 
 python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024,8192 --tokens 32768 \
-    --backends "$backends" --compile off,on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 8 --warmup 3 \
+    --backends "$backends" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 8 --warmup 3 \
     --json "$out/throughput.json" 2>&1 | tee "$out/throughput.log" || status=1
+best=$(python3 -c "import json; r = [x for x in json.load(open('$out/throughput.json')) if x['impl'].startswith('ours')
+    and x['length'] == 1024]; print(max(r, key=lambda x: x['tok_s'])['impl'].split()[1])" 2>/dev/null || echo flex)
+echo "fastest at 1024: $best"
 python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 65536 \
-    --backends "${backends##*,}" --compile on --peak-tflops "${PEAK_TFLOPS:-989}" --steps 6 --warmup 3 \
+    --backends "$best" --compile on --peak-tflops "${PEAK_TFLOPS:-989}" --steps 6 --warmup 3 \
     --json "$out/throughput_64k.json" 2>&1 | tee "$out/throughput_64k.log" || status=1
 python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 32768 --accumulate 18 \
-    --backends "${backends##*,}" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 36 --warmup 18 \
+    --backends "$best" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 36 --warmup 18 \
     --json "$out/throughput_acc18.json" 2>&1 | tee "$out/throughput_acc18.log" || status=1
 
 echo; grep -E "worst relative error|passed|failed" "$out/agreement.txt"
-grep -E "plain / chunked|grid / bounds" "$out/parts.txt"
+grep -E "plain / |grid / bounds" "$out/parts.txt"
 sed -n '/^model /,$p' "$out/throughput.log"
 echo "65,536 token slots per step:"; grep -E "^base " "$out/throughput_64k.log"
 echo "18 micro-batches per optimizer step:"; grep -E "^base " "$out/throughput_acc18.log"

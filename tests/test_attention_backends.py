@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmbert_pl.model.attention import flash_attn_available, make_backend
+from mmbert_pl.model.attention import flash_attn_available, make_backend, torch_varlen_attn
 
 WINDOW = 32          # total window: |i-j| <= 16
 HEADS, DIM = 4, 16
@@ -26,6 +26,8 @@ def backends() -> list[tuple[str, str, torch.dtype, float]]:
         cases += [("sdpa", "cuda", torch.bfloat16, 2e-2), ("flex", "cuda", torch.bfloat16, 2e-2)]
     if flash_attn_available():
         cases.append(("flash", "cuda", torch.bfloat16, 2e-2))
+    if torch.cuda.is_available() and torch_varlen_attn() is not None:
+        cases.append(("varlen", "cuda", torch.bfloat16, 2e-2))
     return cases
 
 
@@ -75,6 +77,17 @@ def test_flash_without_package_is_a_clear_error() -> None:
             make_backend("flash", WINDOW)
     with pytest.raises(ValueError, match="unknown attention backend"):
         make_backend("xformers", WINDOW)
+
+
+def test_varlen_off_cuda_is_a_clear_error() -> None:
+    if torch_varlen_attn() is None:
+        with pytest.raises(ValueError, match="varlen_attn"):
+            make_backend("varlen", WINDOW)
+        return
+    backend = make_backend("varlen", WINDOW)
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    with pytest.raises(ValueError, match="CUDA only; use sdpa"):
+        backend(torch.randn(12, 3, HEADS, DIM), backend.plan(cu, 7, 12), local=True)
 
 
 @pytest.mark.parametrize("min_block", [16, 24, 64])

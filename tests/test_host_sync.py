@@ -19,6 +19,7 @@ from callbacks.token_budget import TokenBudget
 from data_prep.packing import BestFitPacker
 from mmbert_pl.data.rows import collate_rows, flatten_rows
 from mmbert_pl.model import MMBertForMaskedLM, named_config
+from mmbert_pl.model.attention import torch_varlen_attn
 from mmbert_pl.module import MLMModule
 from mmbert_pl.optim import StableAdamW, parameter_groups
 from mmbert_pl.step_inputs import step_inputs
@@ -50,10 +51,13 @@ def test_step_inputs_hold_the_masked_stream_and_its_labels() -> None:
     assert 0.7 < (x.input_ids[x.positions] == 4).float().mean() < 0.9      # 80% of them become <mask>
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_device_part_of_the_step_reads_no_device_data(accumulate: int) -> None:
+@pytest.mark.parametrize("backend,accumulate", [("sdpa", 1), ("sdpa", 2), ("varlen", 1)])
+def test_device_part_of_the_step_reads_no_device_data(backend: str, accumulate: int) -> None:
+    """`varlen` (PyTorch's FlashAttention) has shape-only meta kernels: its numbers are checked on CUDA."""
+    if backend == "varlen" and torch_varlen_attn() is None:
+        pytest.skip(f"torch {torch.__version__} has no varlen_attn with window_size")
     cfg = named_config("tiny")
-    model = MMBertForMaskedLM(cfg, attn_backend="sdpa").to("meta").train()
+    model = MMBertForMaskedLM(cfg, attn_backend=backend).to("meta").train()
     optimizer = StableAdamW(parameter_groups(model, 8e-5))
     for step, batch in enumerate(packed_batches(2 * accumulate, 4, cfg.vocab_size)):
         x = step_inputs(batch, 0.3, 4, torch.arange(100, cfg.vocab_size), seed=step, device=torch.device("meta"))
@@ -96,7 +100,7 @@ class SyncErrors(L.Callback):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("backend", ["sdpa", "flex"] + (["varlen"] if torch_varlen_attn() else []))
 def test_lightning_steps_on_cuda_make_no_host_sync(backend: str) -> None:
     cfg = named_config("tiny", attn_out_dropout=0.1)
     module = MLMModule(cfg, random_pool=list(range(100, cfg.vocab_size)), attn_backend=backend, accumulate=2)

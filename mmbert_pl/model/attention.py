@@ -5,6 +5,8 @@ forward pass and returns (tokens, heads, head_dim). A query attends to keys of i
 only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3).
 
 - `flash`: flash-attn varlen kernel with a sliding window (CUDA, bf16/fp16, optional install).
+- `varlen`: the same FlashAttention-2 varlen kernel as built into PyTorch
+           (`torch.nn.attention.varlen.varlen_attn`, with its sliding window; CUDA, bf16/fp16), no install.
 - `sdpa`:  documents sorted by length and padded into a few buckets, then PyTorch SDPA with a
            key-padding mask. Runs anywhere; padding only costs inside attention. Local layers over
            long documents attend block by block (each block of queries sees its own and the two
@@ -16,6 +18,7 @@ only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 
 from .documents import to_device
 
-BACKENDS = ("auto", "sdpa", "flex", "flash")
+BACKENDS = ("auto", "sdpa", "flex", "flash", "varlen")
 
 
 def flash_attn_available() -> bool:
@@ -208,6 +211,36 @@ class FlashBackend:
         return self._fn(qkv.contiguous(), cu, max_seqlen, dropout_p=0.0, window_size=window)
 
 
+def torch_varlen_attn():
+    """PyTorch's built-in varlen FlashAttention with a sliding window, or None where this torch lacks it."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn if "window_size" in inspect.signature(varlen_attn).parameters else None
+
+
+class VarlenBackend(FlashBackend):
+    """PyTorch's own FlashAttention-2 varlen kernel (as `flash`, without flash-attn); CUDA, bf16 or fp16."""
+
+    name = "varlen"
+
+    def __init__(self, window: int) -> None:
+        self.half = window // 2
+        self._fn = torch_varlen_attn()
+        if self._fn is None:
+            raise ValueError(f"attention backend 'varlen' needs torch.nn.attention.varlen.varlen_attn with window_size; "
+                             f"torch {torch.__version__} lacks it: use backend flex or sdpa")
+
+    def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
+        if qkv.device.type not in ("cuda", "meta"):
+            raise ValueError("attention backend 'varlen' runs PyTorch's FlashAttention kernels on CUDA only; use sdpa here")
+        cu, max_seqlen = plan
+        window = (self.half, self.half) if local else (-1, -1)
+        q, k, v = qkv.unbind(1)
+        return self._fn(q, k, v, cu, cu, max_seqlen, max_seqlen, window_size=window)
+
+
 def make_backend(name: str, window: int):
     """Build the named backend. `auto`: flash-attn on CUDA when installed, else flex on CUDA (1.2-2.0x sdpa
     for `base` on an H200, README Performance), else sdpa."""
@@ -217,4 +250,4 @@ def make_backend(name: str, window: int):
         name = "flash" if flash_attn_available() else "flex" if torch.cuda.is_available() else "sdpa"
     if name == "flash" and importlib.util.find_spec("flash_attn") is None:
         raise ValueError("attention backend 'flash' needs flash-attn: pip install 'mmbert_pl[gpu]', or use backend sdpa")
-    return {"sdpa": SDPABackend, "flex": FlexBackend, "flash": FlashBackend}[name](window)
+    return {"sdpa": SDPABackend, "flex": FlexBackend, "flash": FlashBackend, "varlen": VarlenBackend}[name](window)
