@@ -27,7 +27,7 @@ class TokenBudget(L.Callback):
     """Throughput is measured over the batches between two logger writes, not per batch: the host queues
     work ahead of the device, so one batch's host time says little. The logger's read-backs wait for the
     device, so an interval between them counts what the device did, to within a batch. Validation runs
-are left out of the interval."""
+    are left out of the interval."""
 
     def __init__(self, max_tokens: float, peak_flops: float | None = None) -> None:
         if max_tokens <= 0:

@@ -112,3 +112,23 @@ def test_lightning_steps_on_cuda_make_no_host_sync(backend: str) -> None:
                         callbacks=callbacks)
     trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
     assert module.tokens == 12 * 8 * ROW and trainer.global_step == 6
+
+
+def test_values_reach_the_logger_on_its_batches_and_the_last(tmp_path) -> None:
+    """Logged only where Lightning writes (every 4th batch here) and at the budget's stop (batch 10)."""
+    import csv
+
+    cfg = named_config("tiny")
+    module = MLMModule(cfg, random_pool=list(range(100, cfg.vocab_size)), attn_backend="sdpa")
+    batches = packed_batches(12, 2, cfg.vocab_size)
+    callbacks = [LRSchedule(8e-4, 1e3, 1e5), MaskRatioSchedule(0.3), TokenBudget(10 * 2 * ROW, peak_flops=1e12)]
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=12, log_every_n_steps=4,
+                        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="", version=""), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+    rows = [r for r in csv.DictReader(open(tmp_path / "metrics.csv")) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [3, 7, 9]
+    for r in rows:
+        assert r["schedule/lr"] and r["train/mask_ratio"] and float(r["perf/tokens_per_s"]) > 0 and r["perf/mfu"]
+    assert float(rows[-1]["perf/tokens_seen"]) == 10 * 2 * ROW
+    assert set(module.shown) >= {"loss", "lr", "tok/s", "mask"}
