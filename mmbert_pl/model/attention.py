@@ -80,9 +80,10 @@ class SDPABackend:
             real = lengths[d]
         return groups
 
-    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, device: torch.device | None = None) -> _SDPAPlan:
-        """`cu_seqlens` on the host costs no host sync (on the device it is read back once)."""
-        device = torch.device(device) if device is not None else cu_seqlens.device
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, cu_device: torch.Tensor | None = None) -> _SDPAPlan:
+        """`cu_seqlens` on the host costs no host sync (on the device it is read back once); the plan lives
+        where `cu_device` (the same boundaries on the stream's device; default `cu_seqlens`) does."""
+        device = (cu_seqlens if cu_device is None else cu_device).device
         cu = cu_seqlens.tolist()
         lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
         groups = self._groups(lengths)
@@ -173,8 +174,8 @@ class FlexBackend:
         self._block_masks = document_block_masks
         self._compiled = None
 
-    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, device: torch.device | None = None):
-        cu = to_device(cu_seqlens, device if device is not None else cu_seqlens.device)
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, cu_device: torch.Tensor | None = None):
+        cu = cu_seqlens if cu_device is None else cu_device
         lengths = (cu[1:] - cu[:-1]).long()
         doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu.device), lengths, output_size=total)
         return self._block_masks(doc, self.half)
@@ -202,8 +203,8 @@ class FlashBackend:
         self.half = window // 2
         self._fn = flash_attn_varlen_qkvpacked_func
 
-    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, device: torch.device | None = None):
-        return to_device(cu_seqlens, device if device is not None else cu_seqlens.device).to(torch.int32), max_seqlen
+    def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, cu_device: torch.Tensor | None = None):
+        return (cu_seqlens if cu_device is None else cu_device).to(torch.int32), max_seqlen
 
     def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
         cu, max_seqlen = plan

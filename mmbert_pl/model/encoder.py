@@ -44,9 +44,10 @@ class Encoder(nn.Module):
         total, device = input_ids.shape[0], input_ids.device
         if max_seqlen > self.cfg.max_position:
             raise ValueError(f"a document of {max_seqlen} tokens exceeds max_position {self.cfg.max_position}")
+        cu_device = to_device(cu_seqlens, device)
         ctx = DocumentContext(
-            position_ids=position_ids_from_cu_seqlens(to_device(cu_seqlens, device), total),
-            plan=self.backend.plan(cu_seqlens, max_seqlen, total, device),
+            position_ids=position_ids_from_cu_seqlens(cu_device, total),
+            plan=self.backend.plan(cu_seqlens, max_seqlen, total, cu_device),
         )
         x = self.embeddings(input_ids)
         for layer in self.layers:
