@@ -1,4 +1,5 @@
-"""MLM masking, done on the device inside `training_step` (ecosystem-notes §2.4; recipe §3).
+"""MLM masking, done inside `training_step` (ecosystem-notes §2.4; recipe §3), on the host since the
+masks decide which tokens the device gets (`step_inputs.py`).
 
 Each non-padding position is chosen with probability p; of the chosen, 80% become `<mask>`,
 10% a random ordinary token (never a special id), 10% stay. The generator is seeded from
