@@ -161,6 +161,7 @@ def main() -> None:
     args = ap.parse_args()
     args.precision = args.precision or ("bf16-mixed" if args.accelerator == "gpu" else "32-true")
     k = args.accumulate
+    acc = f" acc {k}" if k > 1 else ""        # the table's label of an accumulating run
     args.steps = -(-args.steps // k) * k
     torch.backends.cuda.matmul.allow_tf32 = True
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -179,7 +180,7 @@ def main() -> None:
             runs = [(b, c) for b in args.backends.split(",") for c in args.compile.split(",")]
             flops = train_flops_per_token(MLMModule(cfg, random_pool=[100]).model, MASK_RATIO, work.mean_doc)
             for backend, comp in runs:
-                impl = f"ours {backend}" + (" compiled" if comp == "on" else "") + (f" acc {k}" if k > 1 else "")
+                impl = f"ours {backend}" + (" compiled" if comp == "on" else "") + acc
                 torch.manual_seed(0)
                 try:
                     module = MLMModule(cfg, random_pool=list(range(100, cfg.vocab_size)), mask_ratio=MASK_RATIO,
@@ -205,7 +206,7 @@ def main() -> None:
                 except Exception as e:
                     print(f"FAILED {name} {length} transformers: {type(e).__name__}: {str(e)[:300]}", flush=True)
                 else:
-                    results.append({"model": name, "length": length, "impl": "transformers sdpa" + (f" acc {k}" if k > 1 else ""), "tok_s": real / seconds,
+                    results.append({"model": name, "length": length, "impl": "transformers sdpa" + acc, "tok_s": real / seconds,
                                     "flops_tok": flops, "peak_gib": peak})
                     print(json.dumps(results[-1]), flush=True)
                 hf = None
