@@ -12,6 +12,9 @@
 #      1024 with twice the tokens per step (the memory the chunked loss frees), and with the recipe's
 #      accumulation (4608 rows a step on 8 GPUs at 32 rows each: 18 micro-batches, against transformers);
 #      a table last.
+#   4. where the fastest configuration's step goes (benchmarks/profile_step.py), if time is left.
+# A time budget (GPU_CHECK_BUDGET_S, default 470 s) keeps it inside the issue's 8 minutes: a part or a
+# configuration starts only while the time it needs is left; what is skipped is named, the table still printed.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (PEAK_TFLOPS=989 for H100/H200 SXM bf16 dense)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +25,10 @@ backends=sdpa,flex
 python3 -c "from mmbert_pl.model.attention import torch_varlen_attn as f; assert f()" 2>/dev/null && backends=$backends,varlen
 python3 -c "import flash_attn" 2>/dev/null && backends=$backends,flash
 status=0
+deadline=$(( $(date +%s) + ${GPU_CHECK_BUDGET_S:-470} ))
+in_time() {   # in_time SECONDS_NEEDED WHAT
+    [ $(( $(date +%s) + $1 )) -lt "$deadline" ] || { echo "SKIPPED (time budget, needs ${1} s): $2"; false; }
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
@@ -35,20 +42,30 @@ python3 benchmarks/flex_block_mask.py --device cuda --tokens 32768 2>&1 | tee -a
 
 python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024,8192 --tokens 32768 \
     --backends "$backends" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 8 --warmup 3 \
-    --json "$out/throughput.json" 2>&1 | tee "$out/throughput.log" || status=1
+    --deadline $(( deadline - 60 )) --json "$out/throughput.json" 2>&1 | tee "$out/throughput.log" || status=1
 best=$(python3 -c "import json; r = [x for x in json.load(open('$out/throughput.json')) if x['impl'].startswith('ours')
     and x['length'] == 1024]; print(max(r, key=lambda x: x['tok_s'])['impl'].split()[1])" 2>/dev/null || echo flex)
 echo "fastest at 1024: $best"
-python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 65536 \
-    --backends "$best" --compile on --peak-tflops "${PEAK_TFLOPS:-989}" --steps 6 --warmup 3 \
-    --json "$out/throughput_64k.json" 2>&1 | tee "$out/throughput_64k.log" || status=1
-python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 32768 --accumulate 18 \
-    --backends "$best" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 36 --warmup 18 \
-    --json "$out/throughput_acc18.json" 2>&1 | tee "$out/throughput_acc18.log" || status=1
+if in_time 60 "65,536 token slots per step" | tee "$out/throughput_64k.log"; then
+    python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 65536 --backends "$best" \
+        --compile on --peak-tflops "${PEAK_TFLOPS:-989}" --steps 6 --warmup 3 \
+        --json "$out/throughput_64k.json" 2>&1 | tee "$out/throughput_64k.log" || status=1
+fi
+if in_time 90 "18 micro-batches per optimizer step" | tee "$out/throughput_acc18.log"; then
+    python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 32768 --accumulate 18 \
+        --backends "$best" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 36 --warmup 18 \
+        --json "$out/throughput_acc18.json" 2>&1 | tee "$out/throughput_acc18.log" || status=1
+fi
+if in_time 90 "profile of the fastest at 1024" | tee "$out/profile.txt"; then
+    python3 benchmarks/profile_step.py --accelerator gpu --model base --length 1024 --tokens 32768 --backend "$best" \
+        --compile --rows 30 > "$out/profile.txt" 2>&1 || status=1
+fi
 
 echo; grep -E "worst relative error|passed|failed" "$out/agreement.txt"
 grep -E "plain / |grid / bounds" "$out/parts.txt"
 sed -n '/^model /,$p' "$out/throughput.log"
-echo "65,536 token slots per step:"; grep -E "^base " "$out/throughput_64k.log"
-echo "18 micro-batches per optimizer step:"; grep -E "^base " "$out/throughput_acc18.log"
+echo "65,536 token slots per step:"; grep -hE "^base |^SKIPPED" "$out/throughput_64k.log"
+echo "18 micro-batches per optimizer step:"; grep -hE "^base |^SKIPPED" "$out/throughput_acc18.log"
+grep -h "^SKIPPED" "$out/throughput.log" "$out/profile.txt"; grep -h "^wall per step" "$out/profile.txt"
+echo "gpu_check took $SECONDS s"
 exit $status

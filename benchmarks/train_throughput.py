@@ -158,6 +158,9 @@ def main() -> None:
     ap.add_argument("--precision", default=None, help="default: bf16-mixed on gpu, 32-true on cpu")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (H100/H200 bf16 dense: 989)")
     ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="Unix time: configurations not started by then are skipped (reported SKIPPED), so a run on a "
+                         "time-limited machine still writes its JSON and prints its table")
     args = ap.parse_args()
     args.precision = args.precision or ("bf16-mixed" if args.accelerator == "gpu" else "32-true")
     k = args.accumulate
@@ -181,6 +184,8 @@ def main() -> None:
             flops = train_flops_per_token(MLMModule(cfg, random_pool=[100]).model, MASK_RATIO, work.mean_doc)
             for backend, comp in runs:
                 impl = f"ours {backend}" + (" compiled" if comp == "on" else "") + acc
+                if past(args.deadline, name, length, impl):
+                    continue
                 torch.manual_seed(0)
                 try:
                     module = MLMModule(cfg, random_pool=list(range(100, cfg.vocab_size)), mask_ratio=MASK_RATIO,
@@ -194,7 +199,7 @@ def main() -> None:
                 results.append({"model": name, "length": length, "impl": impl, "tok_s": real / seconds,
                                 "flops_tok": flops, "peak_gib": peak})
                 print(json.dumps(results[-1]), flush=True)
-            if args.hf:
+            if args.hf and not past(args.deadline, name, length, "transformers"):
                 from transformers import AutoModelForMaskedLM
 
                 torch.manual_seed(0)
@@ -216,6 +221,14 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     print_table(results, args.peak_tflops)
+
+
+def past(deadline: float | None, *what) -> bool:
+    """True (and says so) once the deadline has passed: the configuration is skipped."""
+    if deadline is None or time.time() < deadline:
+        return False
+    print("SKIPPED (past --deadline):", *what, flush=True)
+    return True
 
 
 def print_table(results: list[dict], peak_tflops: float | None) -> None:
