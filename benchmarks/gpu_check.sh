@@ -5,11 +5,12 @@
 #   1. attention backends agree with a float64 reference in bf16 (and the CUDA cases of the backend tests);
 #      Lightning steps make no host sync (tests/test_host_sync.py, under torch.cuda.set_sync_debug_mode("error"));
 #   2. the parts measured alone: the chunked decoder loss (eager and compiled) vs plain cross-entropy at
-#      `base`'s shape, and flex block masks from block bounds vs `create_block_mask` on the token grid;
+#      `base`'s shape, flex block masks from block bounds vs `create_block_mask` on the token grid, and
+#      StableAdamW's step on base's parameters, multi-tensor vs compiled;
 #   3. training throughput, MFU and peak memory of `base` at row lengths 1024 and 8192 with each backend
 #      (sdpa, flex, PyTorch's varlen FlashAttention where this torch has it, flash-attn where installed),
 #      compiled, and transformers' ModernBertForMaskedLM on the same documents; then the fastest backend at
-#      1024 with twice the tokens per step (the memory the chunked loss frees), and with the recipe's
+#      1024 with the compiled optimizer, with twice the tokens per step (the memory the chunked loss frees), and with the recipe's
 #      accumulation (4608 rows a step on 8 GPUs at 32 rows each: 18 micro-batches, against transformers);
 #      a table last.
 #   4. where the fastest configuration's step goes (benchmarks/profile_step.py), if time is left.
@@ -39,6 +40,7 @@ python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_attention_backe
 
 python3 benchmarks/mlm_loss.py --device cuda --dtype bfloat16 --labels 9830 --steps 5 2>&1 | tee "$out/parts.txt" || status=1
 python3 benchmarks/flex_block_mask.py --device cuda --tokens 32768 2>&1 | tee -a "$out/parts.txt" || status=1
+python3 benchmarks/optimizer_step.py --device cuda --model base 2>&1 | tee -a "$out/parts.txt" || status=1
 
 python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024,8192 --tokens 32768 \
     --backends "$backends" --compile on --hf --peak-tflops "${PEAK_TFLOPS:-989}" --steps 8 --warmup 3 \
@@ -46,6 +48,11 @@ python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths
 best=$(python3 -c "import json; r = [x for x in json.load(open('$out/throughput.json')) if x['impl'].startswith('ours')
     and x['length'] == 1024]; print(max(r, key=lambda x: x['tok_s'])['impl'].split()[1])" 2>/dev/null || echo flex)
 echo "fastest at 1024: $best"
+if in_time 90 "the compiled optimizer" | tee "$out/throughput_opt.log"; then
+    python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 32768 --backends "$best" \
+        --compile on --compile-optimizer --peak-tflops "${PEAK_TFLOPS:-989}" --steps 8 --warmup 3 \
+        --json "$out/throughput_opt.json" 2>&1 | tee "$out/throughput_opt.log" || status=1
+fi
 if in_time 60 "65,536 token slots per step" | tee "$out/throughput_64k.log"; then
     python3 benchmarks/train_throughput.py --accelerator gpu --models base --lengths 1024 --tokens 65536 --backends "$best" \
         --compile on --peak-tflops "${PEAK_TFLOPS:-989}" --steps 6 --warmup 3 \
@@ -62,8 +69,9 @@ if in_time 90 "profile of the fastest at 1024" | tee "$out/profile.txt"; then
 fi
 
 echo; grep -E "worst relative error|passed|failed" "$out/agreement.txt"
-grep -E "plain / |grid / bounds" "$out/parts.txt"
+grep -E "plain / |grid / bounds|foreach / compiled" "$out/parts.txt"
 sed -n '/^model /,$p' "$out/throughput.log"
+echo "optimizer.compile=true:"; grep -hE "^base |^SKIPPED" "$out/throughput_opt.log"
 echo "65,536 token slots per step:"; grep -hE "^base |^SKIPPED" "$out/throughput_64k.log"
 echo "18 micro-batches per optimizer step:"; grep -hE "^base |^SKIPPED" "$out/throughput_acc18.log"
 grep -h "^SKIPPED" "$out/throughput.log" "$out/profile.txt"; grep -h "^wall per step" "$out/profile.txt"

@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--backends", default="sdpa", help="comma list of attention backends")
     ap.add_argument("--compile", default="off", help="off, on, or off,on")
     ap.add_argument("--hf", action="store_true", help="also train transformers' ModernBertForMaskedLM")
+    ap.add_argument("--compile-optimizer", action="store_true", help="ours with optimizer.compile=true (label '+opt')")
     ap.add_argument("--layers", type=int, default=None, help="override the layer count (CPU runs of big shapes)")
     ap.add_argument("--vocab", type=int, default=None, help="override the vocabulary size")
     ap.add_argument("--steps", type=int, default=6)
@@ -183,13 +184,14 @@ def main() -> None:
             runs = [(b, c) for b in args.backends.split(",") for c in args.compile.split(",")]
             flops = train_flops_per_token(MLMModule(cfg, random_pool=[100]).model, MASK_RATIO, work.mean_doc)
             for backend, comp in runs:
-                impl = f"ours {backend}" + (" compiled" if comp == "on" else "") + acc
+                impl = f"ours {backend}" + (" compiled" if comp == "on" else "") + (" +opt" if args.compile_optimizer else "") + acc
                 if past(args.deadline, name, length, impl):
                     continue
                 torch.manual_seed(0)
                 try:
                     module = MLMModule(cfg, random_pool=list(range(100, cfg.vocab_size)), mask_ratio=MASK_RATIO,
-                                       attn_backend=backend, compile=comp == "on", accumulate=k)
+                                       attn_backend=backend, compile=comp == "on", accumulate=k,
+                                       compile_optimizer=args.compile_optimizer)
                     seconds, peak = train(module, work.ours, args, args.warmup + (3 if comp == "on" else 0), accumulate=k)
                 except Exception as e:    # one failing backend must not cost the rest of a timed run
                     print(f"FAILED {name} {length} {impl}: {type(e).__name__}: {str(e)[:300]}", flush=True)

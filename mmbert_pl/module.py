@@ -29,7 +29,7 @@ class MLMModule(L.LightningModule):
                  val_mask_ratio: float = 0.15, val_languages: list[str] | None = None, lr: float = 8e-4,
                  betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, weight_decay: float = 8e-5,
                  seed: int = 21, attn_backend: str = "auto", accumulate: int = 1, compile: bool = False,
-                 loss_chunk_rows: int = 2048) -> None:
+                 loss_chunk_rows: int = 2048, compile_optimizer: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.accumulate = accumulate             # micro-batches per optimizer step; the batch warmup sets it
@@ -39,7 +39,7 @@ class MLMModule(L.LightningModule):
                                    "val_mask_ratio": val_mask_ratio, "val_languages": val_languages, "lr": lr,
                                    "betas": betas, "eps": eps, "weight_decay": weight_decay, "seed": seed,
                                    "attn_backend": attn_backend, "compile": compile,
-                                   "loss_chunk_rows": loss_chunk_rows})
+                                   "loss_chunk_rows": loss_chunk_rows, "compile_optimizer": compile_optimizer})
         self.model = MMBertForMaskedLM(model, attn_backend=attn_backend, loss_chunk_rows=loss_chunk_rows)
         if compile:
             self.model.compile_blocks()
@@ -132,4 +132,4 @@ class MLMModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         return StableAdamW(parameter_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
-                           weight_decay=hp.weight_decay)
+                           weight_decay=hp.weight_decay, compiled=hp.compile_optimizer)

@@ -5,6 +5,7 @@ g²/v (Adafactor-style); weight decay is fully decoupled: scaled by lr/max_lr, n
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import torch
@@ -12,11 +13,16 @@ from torch import nn
 
 
 class StableAdamW(torch.optim.Optimizer):
+    """`compiled=True` runs each param group's update as one torch.compile'd graph (see `fused_update`);
+    the state is the same either way, so checkpoints move freely between the two."""
+
     def __init__(self, params: Iterable, lr: float = 8e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-8, weight_decay: float = 8e-5, max_lr: float | None = None) -> None:
+                 eps: float = 1e-8, weight_decay: float = 8e-5, max_lr: float | None = None,
+                 compiled: bool = False) -> None:
         if lr <= 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"invalid StableAdamW settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_lr=max_lr or lr))
+        self.compiled = compiled
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -51,12 +57,23 @@ class StableAdamW(torch.optim.Optimizer):
         grads = [p.grad for p in params]
         m = [self.state[p]["exp_avg"] for p in params]
         v = [self.state[p]["exp_avg_sq"] for p in params]
+        if self.compiled:
+            # The numbers that change every step enter as 0-d host tensors, and every tensor as a flat
+            # view: one graph per group (decay or not) for all shapes, never recompiled; the device reads
+            # the numbers as kernel arguments (no copy, no sync).
+            lr_b1_b2 = [torch.tensor(x, dtype=params[0].dtype) for x in (lr, b1, b2)]
+            update = _compiled_update()
+            for p, g, mi, vi in zip(params, grads, m, v):
+                update(p.view(-1), g.view(-1), mi.view(-1), vi.view(-1), *lr_b1_b2, eps=eps, decay=wd / max_lr)
+            return
         torch._foreach_lerp_(m, grads, 1 - b1)
         torch._foreach_mul_(v, b2)
         torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
         ratio = torch._foreach_mul(grads, grads)
         torch._foreach_div_(ratio, torch._foreach_clamp_min(v, eps * eps))
-        clip = torch._foreach_norm(ratio, 1)                            # g²/v >= 0: the L1 norm is the sum
+        # A sum per tensor, not `_foreach_norm(ratio, 1)`: PyTorch's CPU norms accumulate in float32
+        # lanes and come out 10-65% low over 100M elements (base's embedding has 197M); `sum` is exact.
+        clip = [r.sum() for r in ratio]
         del ratio
         torch._foreach_div_(clip, [float(p.numel()) for p in params])
         torch._foreach_sqrt_(clip)
@@ -70,6 +87,26 @@ class StableAdamW(torch.optim.Optimizer):
         torch._foreach_add_(denom, eps)
         torch._foreach_mul_(denom, clip)
         torch._foreach_addcdiv_(params, m, denom, value=-lr)
+
+
+def fused_update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, lr: torch.Tensor, b1: torch.Tensor,
+                 b2: torch.Tensor, eps: float, decay: float) -> None:
+    """`StableAdamW._update` for one tensor, written for torch.compile: inductor makes it one reduction
+    and one update kernel, about 9 passes over the optimizer's memory where the multi-tensor path takes
+    28 (memory bound: most of the optimizer's time at 1 micro-batch per step). `decay` is
+    weight_decay / max_lr."""
+    m.mul_(b1).add_(g * (1 - b1))
+    v.mul_(b2).add_(g * g * (1 - b2))
+    clip = (g * g / v.clamp_min(eps * eps)).mean().sqrt().clamp_min(1.0)
+    if decay:
+        p.mul_(1 - lr * decay / clip)
+    p.sub_(lr * m / (clip * (v.sqrt() + eps)))
+
+
+@functools.cache
+def _compiled_update():
+    """Compiled once per process, with the length dynamic: one graph serves every tensor."""
+    return torch.compile(fused_update, fullgraph=True, dynamic=True)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -111,7 +111,8 @@ def train(cfg: DictConfig) -> int:
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
                        betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
                        seed=cfg.seed, attn_backend=cfg.model.attn_backend, accumulate=geo.accumulate,
-                       compile=cfg.model.compile, loss_chunk_rows=cfg.model.loss_chunk_rows)
+                       compile=cfg.model.compile, loss_chunk_rows=cfg.model.loss_chunk_rows,
+                       compile_optimizer=cfg.optimizer.compile)
     if cfg.init_from and resume is None:     # a stage's first launch; later launches resume its own checkpoint
         load_initial_weights(module.model, cfg.init_from)
         if cfg.init_optimizer:

@@ -21,10 +21,11 @@ def reference_step(theta, m, v, g, t, lr, max_lr, wd, b1=0.9, b2=0.95, eps=1e-8)
     return theta, m, v
 
 
-def test_stable_adamw_matches_the_formula() -> None:
+@pytest.mark.parametrize("compiled", [False, True])
+def test_stable_adamw_matches_the_formula(compiled: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     p = torch.nn.Parameter(torch.randn(8, 5, generator=gen, dtype=torch.float64))
-    opt = StableAdamW([p], lr=8e-4, weight_decay=8e-5)
+    opt = StableAdamW([p], lr=8e-4, weight_decay=8e-5, compiled=compiled)
     theta, m, v = p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)
     for t, lr in enumerate([8e-4, 6e-4, 4e-4, 1e-4, 5e-5], start=1):
         g = torch.randn(8, 5, generator=gen, dtype=torch.float64) * (10 if t == 2 else 1)   # a spike: clipping acts
@@ -34,6 +35,48 @@ def test_stable_adamw_matches_the_formula() -> None:
         opt.step()
         theta, m, v = reference_step(theta, m, v, g, t, lr, 8e-4, 8e-5)
         assert torch.allclose(p.detach(), theta, atol=1e-12, rtol=1e-10)
+
+
+def test_compiled_update_equals_the_multi_tensor_one_and_compiles_once() -> None:
+    """Two groups (decay and none) of a model's tensors, the LR changing every step as the schedule does."""
+    from torch._dynamo.utils import counters
+
+    models = [MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa") for _ in range(2)]   # the CLI test reuses its graphs
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [StableAdamW(parameter_groups(m, 8e-5), compiled=c) for m, c in zip(models, (False, True))]
+    gen, before = torch.Generator().manual_seed(1), counters["stats"]["unique_graphs"]
+    for step, lr in enumerate([8e-4, 6e-4, 3e-4, 1e-4]):
+        grads = [torch.randn(p.shape, generator=gen) * (20 if step == 1 else 1) for p in models[0].parameters()]
+        for model, opt in zip(models, opts):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+        if step == 0:
+            graphs = counters["stats"]["unique_graphs"]
+    assert graphs > before and counters["stats"]["unique_graphs"] == graphs     # compiled, and never again
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name
+    states = [opt.state_dict()["state"] for opt in opts]
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.allclose(states[0][k]["exp_avg_sq"], states[1][k]["exp_avg_sq"], rtol=1e-5, atol=1e-12) for k in states[0])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_clipping_is_exact_on_a_tensor_as_large_as_base_embedding(compiled: bool) -> None:
+    """The clip divisor sums g²/v over 100M elements (base's embedding has 197M). Equal elements make
+    the reference plain arithmetic; a 10x gradient spike at step 2 makes the clip act."""
+    n, g1 = 100_000_000, 1e-3
+    p = torch.nn.Parameter(torch.zeros(n))
+    opt = StableAdamW([p], lr=8e-4, weight_decay=0.0, compiled=compiled)
+    theta, m, v = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    for t, g in enumerate([g1, 10 * g1], start=1):
+        p.grad = torch.full((n,), g)
+        opt.step()
+        theta, m, v = reference_step(theta, m, v, torch.full((1,), g, dtype=torch.float64), t, 8e-4, 8e-4, 0.0)
+    assert torch.allclose(p.detach().aminmax().min.double(), theta, rtol=1e-5)
+    assert torch.allclose(p.detach().aminmax().max.double(), theta, rtol=1e-5)
 
 
 def test_no_decay_on_norms_and_biases() -> None:

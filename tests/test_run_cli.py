@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from callbacks.lr import LRSchedule
 from callbacks.mask_ratio import mask_ratio_at
@@ -57,8 +58,11 @@ def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) ->
     assert longer.returncode == 2 and "another data mixture" in longer.stderr and "init_from=" in longer.stderr
     assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
     follow = run_cli("experiment=more", f"init_from={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=5",
-                     "trainer.progress_bar=false", runs=runs, cache=cache)
+                     "trainer.progress_bar=false", "optimizer.compile=true", runs=runs, cache=cache)
     assert follow.returncode == 0 and "initialised weights from" in follow.stdout
+    ckpt = torch.load(runs / "more" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["compile_optimizer"] is True          # the compiled update trained its 5 steps
+    assert {s["step"] for s in ckpt["optimizer_states"][0]["state"].values()} == {5}
 
 
 @pytest.mark.parametrize(
