@@ -58,7 +58,7 @@ def main() -> None:
     grads = [torch.randn(p.shape, device=args.device, generator=gen) * 1e-3 for p in model.parameters()]
     n = sum(p.numel() for p in model.parameters())
     results = {name: measure(model, grads, name == "compiled", args.steps) for name in ("foreach", "compiled")}
-    moved = max(float((a - p).abs().max()) for a, p in zip(results["foreach"][1], model.parameters()))
+    moved = max(float((a - p.detach()).abs().max()) for a, p in zip(results["foreach"][1], model.parameters()))
     diff = max(float((a - b).abs().max()) for a, b in zip(results["foreach"][1], results["compiled"][1])) / moved
     print(f"StableAdamW step, {args.model} ({n / 1e6:.0f}M parameters in {len(grads)} tensors), {args.device} fp32, "
           f"median of {args.steps}")
