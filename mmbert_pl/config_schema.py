@@ -53,7 +53,7 @@ class OptimizerConf:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     weight_decay: float = 8e-5
-    compile: bool = False               # the update as one torch.compile'd graph per param group (fewer passes)
+    compile: bool = False               # StableAdamW's update torch.compile'd, a tensor at a time (fewer passes)
 
 
 @dataclass

@@ -13,8 +13,8 @@ from torch import nn
 
 
 class StableAdamW(torch.optim.Optimizer):
-    """`compiled=True` runs each param group's update as one torch.compile'd graph (see `fused_update`);
-    the state is the same either way, so checkpoints move freely between the two."""
+    """`compiled=True` runs the update through one torch.compile'd graph, a tensor at a time (see
+    `fused_update`); the state is the same either way, so checkpoints move freely between the two."""
 
     def __init__(self, params: Iterable, lr: float = 8e-4, betas: tuple[float, float] = (0.9, 0.95),
                  eps: float = 1e-8, weight_decay: float = 8e-5, max_lr: float | None = None,
