@@ -62,9 +62,9 @@ class StableAdamW(torch.optim.Optimizer):
             # view: one graph per group (decay or not) for all shapes, never recompiled; the device reads
             # the numbers as kernel arguments (no copy, no sync).
             lr_b1_b2 = [torch.tensor(x, dtype=params[0].dtype) for x in (lr, b1, b2)]
-            update = _compiled_update()
+            update, decay = _compiled_update(), wd / max_lr
             for p, g, mi, vi in zip(params, grads, m, v):
-                update(p.view(-1), g.view(-1), mi.view(-1), vi.view(-1), *lr_b1_b2, eps=eps, decay=wd / max_lr)
+                update(p.view(-1), g.view(-1), mi.view(-1), vi.view(-1), *lr_b1_b2, eps=eps, decay=decay)
             return
         torch._foreach_lerp_(m, grads, 1 - b1)
         torch._foreach_mul_(v, b2)
