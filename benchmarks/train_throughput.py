@@ -7,7 +7,8 @@ unpadded stream, sparse head, StableAdamW). transformers gets the same documents
 with labels drawn beforehand (its masking costs nothing here) and `sparse_prediction=True`.
 
 Tokens/s counts real (non-padding) tokens; MFU = model FLOPs/s (`train_flops_per_token`) over
-`--peak-tflops`. "growth" is time per token at the longest row length over that at the shortest.
+`--peak-tflops`. "growth" is time per token at the longest row length over that at the shortest, printed
+beside the growth of the model FLOPs per token (a ratio near the FLOPs' means the longer rows run as efficiently).
 The steps after the warmup are timed as one interval (the device synchronised only at its ends),
 as a real run goes; `--accumulate` gives the optimizer step its real share.
 
@@ -243,11 +244,16 @@ def print_table(results: list[dict], peak_tflops: float | None) -> None:
         print(f"{r['model']:6} {r['length']:5d} {r['impl']:26} {r['tok_s']:10,.0f} {mfu} {r['peak_gib']:8.1f} {ratio}")
     lengths = sorted({r["length"] for r in results})
     if len(lengths) > 1:
-        print(f"\ngrowth: time per token at {lengths[-1]} over time per token at {lengths[0]}")
-        for key in sorted({(r["model"], r["impl"]) for r in results}):
-            by = {r["length"]: r["tok_s"] for r in results if (r["model"], r["impl"]) == key}
-            if lengths[0] in by and lengths[-1] in by:
-                print(f"  {key[0]:6} {key[1]:26} {by[lengths[0]] / by[lengths[-1]]:.2f}")
+        print(f"\ngrowth: time per token at {lengths[-1]} over time per token at {lengths[0]}; the FLOPs line is "
+              "how much the work per token grows (global layers attend over longer documents)")
+        for model in sorted({r["model"] for r in results}):
+            flops = {r["length"]: r["flops_tok"] for r in results if r["model"] == model}
+            if lengths[0] in flops and lengths[-1] in flops:
+                print(f"  {model:6} {'model FLOPs per token':26} {flops[lengths[-1]] / flops[lengths[0]]:.2f}")
+            for impl in sorted({r["impl"] for r in results if r["model"] == model}):
+                by = {r["length"]: r["tok_s"] for r in results if (r["model"], r["impl"]) == (model, impl)}
+                if lengths[0] in by and lengths[-1] in by:
+                    print(f"  {model:6} {impl:26} {by[lengths[0]] / by[lengths[-1]]:.2f}")
 
 
 if __name__ == "__main__":
