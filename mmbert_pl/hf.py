@@ -7,6 +7,7 @@ and imports restore our default.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -16,6 +17,10 @@ from .model import EncoderConfig, MMBertForMaskedLM
 
 SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "cls_token_id": 1, "sep_token_id": 1, "mask_token_id": 4}
 TIED = "decoder.weight"
+SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>", "mask_token": "<mask>"}
+TOKENIZER_CONFIG = {"tokenizer_class": "GemmaTokenizer", **SPECIAL_TOKENS, "add_bos_token": True, "add_eos_token": True,
+                    "clean_up_tokenization_spaces": False, "spaces_between_special_tokens": False}
+TOKENIZER_PROBE = "Welsh AMs worried about  'looking like muppets' — Ελληνικά 12345 ፊደል\n\ttabs  and  spaces "
 
 
 def hf_config_dict(cfg: EncoderConfig) -> dict:
@@ -54,23 +59,47 @@ def hf_config_dict(cfg: EncoderConfig) -> dict:
     }
 
 
+def rope_thetas(hf: dict) -> tuple[float, float]:
+    """(global, local) RoPE theta as transformers reads them: transformers 5 saves `rope_parameters` per layer
+    type (or one set for all), transformers 4 flat `global_rope_theta` / `local_rope_theta` (None: the global)."""
+    params = hf.get("rope_parameters")
+    if params:
+        per_type = {t: params.get(t, params) for t in ("full_attention", "sliding_attention")}
+        for kind, p in per_type.items():
+            if p.get("rope_type", "default") != "default":
+                raise ValueError(f"HF config has rope_type {p['rope_type']!r} for {kind}; our encoder implements only "
+                                 f"'default' RoPE")
+        global_theta = float(per_type["full_attention"].get("rope_theta", 160000.0))
+        local = per_type["sliding_attention"].get("rope_theta", 10000.0)
+    else:
+        global_theta = float(hf.get("global_rope_theta", 160000.0))
+        local = hf.get("local_rope_theta", 10000.0)
+    return global_theta, global_theta if local is None else float(local)
+
+
 def encoder_config_from_hf(hf: dict) -> EncoderConfig:
     if hf.get("model_type") != "modernbert":
         raise ValueError(f"expected a ModernBERT config (model_type 'modernbert'), got {hf.get('model_type')!r}")
     for key, want in (("hidden_activation", "gelu"), ("norm_bias", False), ("attention_bias", False), ("mlp_bias", False)):
         if hf.get(key, want) != want:
             raise ValueError(f"HF config has {key}={hf[key]!r}; our encoder implements only {want!r}")
-    global_theta = float(hf.get("global_rope_theta", 160000.0))
+    global_every = hf.get("global_attn_every_n_layers", 3)
+    layer_types = hf.get("layer_types")
+    ours = ["full_attention" if i % global_every == 0 else "sliding_attention" for i in range(hf["num_hidden_layers"])]
+    if layer_types is not None and list(layer_types) != ours:
+        raise ValueError(f"HF config has layer_types {layer_types}; our encoder implements only a global layer every "
+                         f"{global_every} starting at layer 0: {ours}")
+    global_theta, local_theta = rope_thetas(hf)
     return EncoderConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
         intermediate_size=hf["intermediate_size"],
         num_layers=hf["num_hidden_layers"],
         num_heads=hf["num_attention_heads"],
-        global_every=hf.get("global_attn_every_n_layers", 3),
+        global_every=global_every,
         local_window=hf.get("local_attention", 128),
         global_rope_theta=global_theta,
-        local_rope_theta=float(hf.get("local_rope_theta") or global_theta),
+        local_rope_theta=local_theta,
         max_position=hf.get("max_position_embeddings", 8192),
         norm_eps=hf.get("norm_eps", 1e-5),
         init_std=hf.get("initializer_range", 0.02),
@@ -92,14 +121,40 @@ def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: st
 
 
 def save_hf_tokenizer(spm_model: str | Path, out_dir: Path) -> None:
-    """A Gemma-style slow tokenizer over our SentencePiece model (same special pieces as Gemma 2)."""
-    from transformers import GemmaTokenizer
+    """Gemma-style tokenizer files over our SentencePiece model (same special pieces as Gemma 2).
 
-    tok = GemmaTokenizer(
-        vocab_file=str(spm_model), pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-        unk_token="<unk>", mask_token="<mask>", add_bos_token=True, add_eos_token=True,
-    )
-    tok.save_pretrained(str(out_dir))
+    We write the files ourselves instead of saving a transformers tokenizer class: transformers 5's
+    `GemmaTokenizer(vocab_file=...)` ignores the file and saves an empty vocabulary (every token <unk>).
+    tokenizer.json is transformers' own conversion of tokenizer.model (so loading needs no SentencePiece),
+    and the saved files are checked against SentencePiece before the export counts as done."""
+    from transformers import AutoTokenizer
+
+    shutil.copyfile(spm_model, out_dir / "tokenizer.model")
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
+    (out_dir / "tokenizer.json").unlink(missing_ok=True)      # a stale one would be loaded instead of the conversion
+    AutoTokenizer.from_pretrained(str(out_dir)).backend_tokenizer.save(str(out_dir / "tokenizer.json"))
+    check_hf_tokenizer(out_dir, spm_model)
+
+
+def check_hf_tokenizer(hf_dir: Path, spm_model: str | Path) -> None:
+    """Raise unless transformers' tokenizer from `hf_dir` encodes a multi-script probe exactly as SentencePiece
+    does, framed <bos> ... <eos> as data_prep frames documents, and decodes it back."""
+    import sentencepiece as spm
+    import transformers
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    expected = [SPECIAL_IDS["bos_token_id"], *spm.SentencePieceProcessor(model_file=str(spm_model)).encode(TOKENIZER_PROBE),
+                SPECIAL_IDS["eos_token_id"]]
+    got = tok(TOKENIZER_PROBE)["input_ids"]
+    ids = (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, tok.mask_token_id)
+    want = tuple(SPECIAL_IDS[k] for k in ("pad_token_id", "eos_token_id", "bos_token_id", "mask_token_id"))
+    if got != expected or ids != want or tok.decode(got, skip_special_tokens=True) != TOKENIZER_PROBE:
+        raise ValueError(
+            f"the Hugging Face tokenizer written to {hf_dir} does not reproduce {spm_model} under transformers "
+            f"{transformers.__version__} (probe ids {got[:8]}... vs {expected[:8]}..., special ids {ids} vs {want}); "
+            f"the model files there are complete; tokenizer.model is the SentencePiece model to load directly")
 
 
 def _load_safetensors_dir(path: Path) -> dict[str, torch.Tensor]:
