@@ -18,7 +18,7 @@ from .model import EncoderConfig, MMBertForMaskedLM
 SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "cls_token_id": 1, "sep_token_id": 1, "mask_token_id": 4}
 TIED = "decoder.weight"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>", "mask_token": "<mask>"}
-TOKENIZER_CONFIG = {"tokenizer_class": "GemmaTokenizer", **SPECIAL_TOKENS, "add_bos_token": True, "add_eos_token": True,
+TOKENIZER_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast", **SPECIAL_TOKENS, "add_bos_token": True, "add_eos_token": True,
                     "clean_up_tokenization_spaces": False, "spaces_between_special_tokens": False}
 TOKENIZER_PROBE = "Welsh AMs worried about  'looking like muppets' — Ελληνικά 12345 ፊደል\n\ttabs  and  spaces "
 
@@ -121,19 +121,23 @@ def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: st
 
 
 def save_hf_tokenizer(spm_model: str | Path, out_dir: Path) -> None:
-    """Gemma-style tokenizer files over our SentencePiece model (same special pieces as Gemma 2).
+    """Tokenizer files over our SentencePiece model (Gemma 2's special pieces), beside an exported config.json.
 
     We write the files ourselves instead of saving a transformers tokenizer class: transformers 5's
     `GemmaTokenizer(vocab_file=...)` ignores the file and saves an empty vocabulary (every token <unk>).
-    tokenizer.json is transformers' own conversion of tokenizer.model (so loading needs no SentencePiece),
-    and the saved files are checked against SentencePiece before the export counts as done."""
+    tokenizer.json is transformers' own conversion of tokenizer.model: Gemma's converter in transformers 4,
+    the generic one that transformers 5 uses beside a ModernBERT config.json (its `GemmaTokenizer` would force
+    BPE on a unigram model). The final tokenizer_config names the plain fast tokenizer, so every version loads
+    tokenizer.json as it is; the files are checked against SentencePiece before the export counts as done."""
     from transformers import AutoTokenizer
 
     shutil.copyfile(spm_model, out_dir / "tokenizer.model")
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
     (out_dir / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
     (out_dir / "tokenizer.json").unlink(missing_ok=True)      # a stale one would be loaded instead of the conversion
+    config = out_dir / "tokenizer_config.json"
+    config.write_text(json.dumps({**TOKENIZER_CONFIG, "tokenizer_class": "GemmaTokenizer"}, indent=2) + "\n")
     AutoTokenizer.from_pretrained(str(out_dir)).backend_tokenizer.save(str(out_dir / "tokenizer.json"))
+    config.write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
     check_hf_tokenizer(out_dir, spm_model)
 
 

@@ -1,11 +1,13 @@
 """Same weights, same MLM logits in our encoder and in transformers' ModernBertForMaskedLM."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM, ModernBertConfig, ModernBertForMaskedLM
 
+from data_prep.tokenizer import train_tokenizer
 from mmbert_pl.hf import check_hf_tokenizer, encoder_config_from_hf, export_hf, hf_config_dict, import_hf
 from mmbert_pl.model import MMBertForMaskedLM, named_config
 
@@ -81,21 +83,31 @@ def test_import_rejects_a_non_modernbert_directory(tmp_path: Path) -> None:
         import_hf(tmp_path)
 
 
-def test_exported_tokenizer_matches_sentencepiece(tmp_path: Path, tokenizer_model: Path) -> None:
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])   # data_prep's default, and Gemma 2's
+def test_exported_tokenizer_matches_sentencepiece(tmp_path: Path, tokenizer_model: Path, sample_dir: Path,
+                                                 model_type: str) -> None:
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
+    if model_type == "bpe":
+        tokenizer_model = tmp_path / "bpe.model"
+        train_tokenizer(sample_dir, tokenizer_model, vocab_size=4096, model_type="bpe", sample_chars=1_500_000)
     ours = MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa")
-    export_hf(ours, tmp_path, tokenizer_model=tokenizer_model)
-    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == "GemmaTokenizer"
+    export_hf(ours, tmp_path / "hf", tokenizer_model=tokenizer_model)
+    # The tokenizer files alone, without config.json (transformers 5 picks the tokenizer class from it) and
+    # without tokenizer.model (tokenizer.json is enough: no SentencePiece at load time).
+    alone = tmp_path / "tokenizer_only"
+    alone.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(tmp_path / "hf" / name, alone / name)
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     text = "Welsh AMs worried about  'looking like muppets' — Ελληνικά 12345 ፊደል"
-    (tmp_path / "tokenizer.model").unlink()     # tokenizer.json alone is enough: no SentencePiece at load time
-    tok = AutoTokenizer.from_pretrained(tmp_path)
-    assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, tok.mask_token_id) == (0, 1, 2, 4)
-    assert tok.vocab_size == sp.get_piece_size()
-    assert tok(text)["input_ids"] == [2, *sp.encode(text), 1]     # the framing data_prep uses
-    assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
+    for where in (tmp_path / "hf", alone):
+        tok = AutoTokenizer.from_pretrained(where)
+        assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, tok.mask_token_id) == (0, 1, 2, 4)
+        assert tok.vocab_size == sp.get_piece_size()
+        assert tok(text)["input_ids"] == [2, *sp.encode(text), 1]     # the framing data_prep uses
+        assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
 
 
 def test_tokenizer_check_rejects_an_empty_vocabulary(tmp_path: Path, tokenizer_model: Path) -> None:
