@@ -83,20 +83,14 @@ def encoder_config_from_hf(hf: dict) -> EncoderConfig:
     for key, want in (("hidden_activation", "gelu"), ("norm_bias", False), ("attention_bias", False), ("mlp_bias", False)):
         if hf.get(key, want) != want:
             raise ValueError(f"HF config has {key}={hf[key]!r}; our encoder implements only {want!r}")
-    global_every = hf.get("global_attn_every_n_layers", 3)
-    layer_types = hf.get("layer_types")
-    ours = ["full_attention" if i % global_every == 0 else "sliding_attention" for i in range(hf["num_hidden_layers"])]
-    if layer_types is not None and list(layer_types) != ours:
-        raise ValueError(f"HF config has layer_types {layer_types}; our encoder implements only a global layer every "
-                         f"{global_every} starting at layer 0: {ours}")
     global_theta, local_theta = rope_thetas(hf)
-    return EncoderConfig(
+    cfg = EncoderConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
         intermediate_size=hf["intermediate_size"],
         num_layers=hf["num_hidden_layers"],
         num_heads=hf["num_attention_heads"],
-        global_every=global_every,
+        global_every=hf.get("global_attn_every_n_layers", 3),
         local_window=hf.get("local_attention", 128),
         global_rope_theta=global_theta,
         local_rope_theta=local_theta,
@@ -106,6 +100,11 @@ def encoder_config_from_hf(hf: dict) -> EncoderConfig:
         init_cutoff=hf.get("initializer_cutoff_factor", 2.0),
         pad_id=hf.get("pad_token_id", 0),
     )
+    ours = ["full_attention" if cfg.is_global(i) else "sliding_attention" for i in range(cfg.num_layers)]
+    if hf.get("layer_types") is not None and list(hf["layer_types"]) != ours:
+        raise ValueError(f"HF config has layer_types {hf['layer_types']}; our encoder implements only a global layer "
+                         f"every {cfg.global_every} starting at layer 0: {ours}")
+    return cfg
 
 
 def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: str | Path | None = None) -> Path:
