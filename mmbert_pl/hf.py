@@ -151,8 +151,8 @@ def check_hf_tokenizer(hf_dir: Path, spm_model: str | Path) -> None:
     expected = [SPECIAL_IDS["bos_token_id"], *spm.SentencePieceProcessor(model_file=str(spm_model)).encode(TOKENIZER_PROBE),
                 SPECIAL_IDS["eos_token_id"]]
     got = tok(TOKENIZER_PROBE)["input_ids"]
-    ids = (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, tok.mask_token_id)
-    want = tuple(SPECIAL_IDS[k] for k in ("pad_token_id", "eos_token_id", "bos_token_id", "mask_token_id"))
+    keys = ("pad_token_id", "eos_token_id", "bos_token_id", "mask_token_id")
+    ids, want = tuple(getattr(tok, k) for k in keys), tuple(SPECIAL_IDS[k] for k in keys)
     if got != expected or ids != want or tok.decode(got, skip_special_tokens=True) != TOKENIZER_PROBE:
         raise ValueError(
             f"the Hugging Face tokenizer written to {hf_dir} does not reproduce {spm_model} under transformers "
