@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -19,6 +20,17 @@ from .bad_input import exit_on_bad_input
 from .config_schema import register, validate
 
 register()
+
+# Lightning's warnings that a default run would print every time, none of which is a problem here, so
+# that any warning a run does print is worth reading:
+HARMLESS_LIGHTNING_WARNINGS = (
+    # streaming's __len__ is per rank and it splits the samples among the workers itself
+    r"Your `IterableDataset` has `__len__` defined",
+    # MLMModule keeps batches on the host on purpose (step_inputs sends what the device needs)
+    r"You have overridden `transfer_batch_to_device` in `LightningModule` but have passed in a `LightningDataModule`",
+    # Lightning's own pytree code under torch >= 2.14, nothing a user can change
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
 
 
 def make_logger(kind: str, run_dir: Path):
@@ -145,7 +157,10 @@ def train(cfg: DictConfig) -> int:
                                     "segments": [{"start": g.start, "end": g.end, "shares": g.mixture.shares} for g in dm.segments]})
     if resume:
         print(f"resuming from {resume}")
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    with warnings.catch_warnings():
+        for message in HARMLESS_LIGHTNING_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if preemption.stopped_at is not None:
         return 3
     if trainer.global_rank != 0:
