@@ -3,7 +3,6 @@ checkpoint that reads back (a truncated or corrupt one is reported, set aside, a
 from __future__ import annotations
 
 import os
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -71,14 +70,6 @@ class RollingCheckpoint(ModelCheckpoint):
     def __init__(self, keep: int, **kwargs) -> None:
         super().__init__(save_top_k=-1, **kwargs)
         self.keep = keep
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        """Lightning warns at every save under manual optimization that the checkpoint holds the state after
-        the optimizer step, and prints sample code to change that. After the step is what an exact resume
-        needs (the step counter, the data position and the weights agree), so that warning is silenced here."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)

@@ -21,9 +21,12 @@ from .config_schema import register, validate
 
 register()
 
-# Lightning's warnings that a default run would print every time, none of which is a problem here, so
-# that any warning a run does print is worth reading:
+# Warnings Lightning gives on every run that need no action here; silenced so that a warning a run does
+# print is worth reading.
 HARMLESS_LIGHTNING_WARNINGS = (
+    # at every save under manual optimization, with sample code: the state after the optimizer step is what
+    # an exact resume needs (the step counter, the data position and the weights agree)
+    r"Using ModelCheckpoint with manual optimization",
     # streaming's __len__ is per rank and it splits the samples among the workers itself
     r"Your `IterableDataset` has `__len__` defined",
     # MLMModule keeps batches on the host on purpose (step_inputs sends what the device needs)
