@@ -61,7 +61,7 @@ def main() -> None:
                 backend = make_backend(name, WINDOW)
                 x = qkv64.to(dtype).requires_grad_()
                 cu_t = torch.tensor(cu, dtype=torch.int32, device=args.device)
-                out = backend(x, backend.plan(cu_t, max(lengths), cu[-1]), local=local)
+                out = backend(*(t.contiguous() for t in x.unbind(1)), backend.plan(cu_t, max(lengths), cu[-1]), local=local)
                 (out * grad_out.to(dtype)).sum().backward()
                 errs = [rel(out.detach(), ref.detach())] + [rel(x.grad[:, i], ref_in.grad[:, i]) for i in range(3)]
                 bad = any(e != e for e in errs)

@@ -20,6 +20,11 @@ def reference(qkv: torch.Tensor, cu: torch.Tensor, local: bool) -> torch.Tensor:
     return torch.cat(out)
 
 
+def split(qkv: torch.Tensor) -> list[torch.Tensor]:
+    """q, k, v as the encoder layer hands them to a backend: three contiguous (tokens, heads, dim) tensors."""
+    return [t.contiguous() for t in qkv.unbind(1)]
+
+
 def backends() -> list[tuple[str, str, torch.dtype, float]]:
     cases = [("sdpa", "cpu", torch.float32, 1e-5)]
     if torch.cuda.is_available():
@@ -42,7 +47,7 @@ def test_backend_matches_reference(name: str, device: str, dtype: torch.dtype, t
     grad_out = torch.randn(total, HEADS, DIM, generator=gen).to(device, dtype)
 
     backend = make_backend(name, WINDOW)
-    out = backend(qkv, backend.plan(cu, max(lengths), total), local=local)
+    out = backend(*split(qkv), backend.plan(cu, max(lengths), total), local=local)
     (out.float() * grad_out.float()).sum().backward()
     got_grad, qkv.grad = qkv.grad.clone(), None
 
@@ -61,10 +66,10 @@ def test_flex_forward_on_cpu(local: bool) -> None:
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     qkv = torch.randn(int(cu[-1]), 3, HEADS, DIM, generator=gen)
     backend = make_backend("flex", WINDOW)
-    out = backend(qkv, backend.plan(cu, max(lengths), int(cu[-1])), local=local)
+    out = backend(*split(qkv), backend.plan(cu, max(lengths), int(cu[-1])), local=local)
     assert (out - reference(qkv, cu, local)).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="sdpa"):
-        backend(qkv.requires_grad_(), backend.plan(cu, max(lengths), int(cu[-1])), local=local)
+        backend(*split(qkv.requires_grad_()), backend.plan(cu, max(lengths), int(cu[-1])), local=local)
 
 
 def test_flash_without_package_is_a_clear_error() -> None:
@@ -87,7 +92,7 @@ def test_varlen_off_cuda_is_a_clear_error() -> None:
     backend = make_backend("varlen", WINDOW)
     cu = torch.tensor([0, 5, 12], dtype=torch.int32)
     with pytest.raises(ValueError, match="CUDA only; use sdpa"):
-        backend(torch.randn(12, 3, HEADS, DIM), backend.plan(cu, 7, 12), local=True)
+        backend(*split(torch.randn(12, 3, HEADS, DIM)), backend.plan(cu, 7, 12), local=True)
 
 
 @pytest.mark.parametrize("min_block", [16, 24, 64])
@@ -103,7 +108,7 @@ def test_sdpa_blockwise_local_attention_matches_reference(min_block: int) -> Non
     backend = SDPABackend(WINDOW, min_block=min_block)
     plan = backend.plan(cu, max(lengths), total)
     assert any(b.block for b in plan.buckets)
-    out = backend(qkv, plan, local=True)
+    out = backend(*split(qkv), plan, local=True)
     grad_out = torch.randn_like(out)
     (out * grad_out).sum().backward()
     got_grad, qkv.grad = qkv.grad.clone(), None
@@ -111,3 +116,37 @@ def test_sdpa_blockwise_local_attention_matches_reference(min_block: int) -> Non
     (ref * grad_out).sum().backward()
     assert (out - ref).abs().max() <= 1e-5   # the reference runs in float32
     assert (got_grad - qkv.grad).abs().max() <= 1e-5   # the reference runs in float32
+
+
+def _autograd_nodes(root, stop: set) -> set[str]:
+    """Names of the autograd nodes between `root` and the nodes in `stop` (exclusive)."""
+    seen, names, todo = set(), set(), [root]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen or node in stop:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_layer_hands_q_k_v_to_the_backend_without_packing_them() -> None:
+    """Between the layer's projection and the attention output, no node unpacks or packs q, k, v: on CUDA
+    that backward stack was an extra copy of the three gradients in every layer (README Performance)."""
+    from mmbert_pl.model.attention import SDPABackend
+    from mmbert_pl.model.config import named_config
+    from mmbert_pl.model.documents import DocumentContext, position_ids_from_cu_seqlens
+    from mmbert_pl.model.layers import EncoderLayer
+
+    cfg = named_config("tiny")
+    backend = SDPABackend(cfg.local_window)
+    cu = torch.tensor([0, 40, 41, 100], dtype=torch.int32)
+    for layer_id in (0, 1):
+        layer = EncoderLayer(cfg, layer_id, backend)
+        ctx = DocumentContext(position_ids=position_ids_from_cu_seqlens(cu, 100), plan=backend.plan(cu, 59, 100))
+        q, k, v = layer.before_attention(torch.randn(100, cfg.hidden_size), *layer.attn.rope(ctx))
+        assert all(t.shape == (100, cfg.num_heads, cfg.head_dim) for t in (q, k, v))
+        out = backend(q, k, v, ctx.plan, local=not layer.attn.is_global)
+        names = _autograd_nodes(out.grad_fn, {q.grad_fn, k.grad_fn, v.grad_fn})
+        assert not {n for n in names if n.startswith(("Unbind", "Stack"))}, names

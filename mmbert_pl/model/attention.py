@@ -1,7 +1,9 @@
 """Attention backends over packed documents, all computing the same function.
 
-Every backend takes `qkv` of shape (tokens, 3, heads, head_dim) for the flat stream of one
-forward pass and returns (tokens, heads, head_dim). A query attends to keys of its own document
+Every backend takes `q`, `k`, `v`, each of shape (tokens, heads, head_dim), for the flat stream of
+one forward pass and returns (tokens, heads, head_dim). They come as three tensors, not one packed
+(tokens, 3, heads, head_dim): the backward of splitting a packed tensor would stack the three gradients
+into one in an extra copy per layer (0.29 ms a layer for `base` at 32k tokens on an H200). A query attends to keys of its own document
 only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3).
 
 - `flash`: flash-attn varlen kernel with a sliding window (CUDA, bf16/fp16, optional install).
@@ -146,11 +148,11 @@ class SDPABackend:
         o = F.scaled_dot_product_attention(qb, windows(k), windows(v), attn_mask=b.local_mask)
         return o.view(docs, blocks, heads, B, dim).transpose(1, 2).reshape(docs, heads, blocks * B, dim)[:, :, :size]
 
-    def __call__(self, qkv: torch.Tensor, plan: _SDPAPlan, local: bool) -> torch.Tensor:
-        slots = qkv[plan.gather].split([b.shape[0] * b.shape[1] for b in plan.buckets])
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: _SDPAPlan, local: bool) -> torch.Tensor:
+        sizes = [b.shape[0] * b.shape[1] for b in plan.buckets]
         outs = []
-        for b, x in zip(plan.buckets, slots):
-            q, k, v = x.view(*b.shape, *qkv.shape[1:]).permute(2, 0, 3, 1, 4).unbind(0)   # each (docs, heads, len, dim)
+        for b, *slots in zip(plan.buckets, *(t[plan.gather].split(sizes) for t in (q, k, v))):
+            q, k, v = (x.view(*b.shape, *x.shape[1:]).transpose(1, 2) for x in slots)   # each (docs, heads, len, dim)
             if local and b.block:
                 o = self._blockwise(q, k, v, b)
             else:
@@ -180,14 +182,16 @@ class FlexBackend:
         doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu.device), lengths, output_size=total)
         return self._block_masks(doc, self.half)
 
-    def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
-        if not qkv.is_cuda and qkv.requires_grad:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan, local: bool) -> torch.Tensor:
+        if not q.is_cuda and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
             raise ValueError("attention backend 'flex' has no backward pass on CPU in PyTorch; train with backend sdpa there")
-        q, k, v = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)   # each (1, heads, tokens, dim)
         fn = self._flex
-        if qkv.is_cuda:
+        if q.is_cuda:
             self._compiled = self._compiled or torch.compile(self._flex, dynamic=True)
             fn = self._compiled
+        # (1, heads, tokens, dim) views of the token-major inputs; the output keeps the query's layout,
+        # so turning it back to (tokens, heads, dim) is a view too.
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
         out = fn(q, k, v, block_mask=plan[1] if local else plan[0])
         return out[0].transpose(0, 1)
 
@@ -198,18 +202,18 @@ class FlashBackend:
     name = "flash"
 
     def __init__(self, window: int) -> None:
-        from flash_attn import flash_attn_varlen_qkvpacked_func
+        from flash_attn import flash_attn_varlen_func
 
         self.half = window // 2
-        self._fn = flash_attn_varlen_qkvpacked_func
+        self._fn = flash_attn_varlen_func
 
     def plan(self, cu_seqlens: torch.Tensor, max_seqlen: int, total: int, cu_device: torch.Tensor | None = None):
         return (cu_seqlens if cu_device is None else cu_device).to(torch.int32), max_seqlen
 
-    def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan, local: bool) -> torch.Tensor:
         cu, max_seqlen = plan
         window = (self.half, self.half) if local else (-1, -1)
-        return self._fn(qkv.contiguous(), cu, max_seqlen, dropout_p=0.0, window_size=window)
+        return self._fn(q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p=0.0, window_size=window)
 
 
 def torch_varlen_attn():
@@ -233,12 +237,11 @@ class VarlenBackend(FlashBackend):
             raise ValueError(f"attention backend 'varlen' needs torch.nn.attention.varlen.varlen_attn with window_size; "
                              f"torch {torch.__version__} lacks it: use backend flex or sdpa")
 
-    def __call__(self, qkv: torch.Tensor, plan, local: bool) -> torch.Tensor:
-        if qkv.device.type not in ("cuda", "meta"):
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan, local: bool) -> torch.Tensor:
+        if q.device.type not in ("cuda", "meta"):
             raise ValueError("attention backend 'varlen' runs PyTorch's FlashAttention kernels on CUDA only; use sdpa here")
         cu, max_seqlen = plan
         window = (self.half, self.half) if local else (-1, -1)
-        q, k, v = qkv.unbind(1)
         return self._fn(q, k, v, cu, cu, max_seqlen, max_seqlen, window_size=window)
 
 

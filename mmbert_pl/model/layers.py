@@ -31,10 +31,10 @@ class Attention(nn.Module):
             ctx.rope[self.theta] = rope_cos_sin(ctx.position_ids, self.head_dim, self.theta)
         return ctx.rope[self.theta]
 
-    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """(tokens, 3, heads, head_dim) with RoPE applied to queries and keys."""
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v, each (tokens, heads, head_dim), with RoPE applied to queries and keys."""
         q, k, v = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim).unbind(1)
-        return torch.stack((apply_rope(q, cos, sin), apply_rope(k, cos, sin), v), dim=1)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def output(self, attended: torch.Tensor) -> torch.Tensor:
         return self.out_drop(self.Wo(attended.reshape(attended.shape[0], -1)))
@@ -62,7 +62,7 @@ class EncoderLayer(nn.Module):
         self.mlp_norm = layer_norm(cfg)
         self.mlp = GeGLU(cfg)
 
-    def before_attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def before_attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.attn.project(self.attn_norm(x), cos, sin)
 
     def after_attention(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
@@ -70,8 +70,8 @@ class EncoderLayer(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
     def forward(self, x: torch.Tensor, ctx: DocumentContext) -> torch.Tensor:
-        qkv = self.before_attention(x, *self.attn.rope(ctx))
-        attended = self.attn.backend(qkv, ctx.plan, local=not self.attn.is_global)
+        q, k, v = self.before_attention(x, *self.attn.rope(ctx))
+        attended = self.attn.backend(q, k, v, ctx.plan, local=not self.attn.is_global)
         return self.after_attention(x, attended)
 
     def compile_blocks(self) -> None:
