@@ -45,7 +45,7 @@ class Workload:
     ours: list[dict]          # packed-row batches
     theirs: list[dict]        # padded batches of the same documents
     real_tokens: list[int]    # non-padding tokens per batch
-    mean_doc: float
+    doc_lengths: torch.Tensor   # every document of every batch
 
 
 def make_workload(row_length: int, tokens: int, vocab: int, batches: int, seed: int) -> Workload:
@@ -70,7 +70,7 @@ def make_workload(row_length: int, tokens: int, vocab: int, batches: int, seed: 
         theirs.append({"input_ids": ids, "attention_mask": mask, "labels": torch.where(chosen, ids, -100)})
         real.append(int(mask.sum()))
         docs_seen.extend(len(p) for p in pieces)
-    return Workload(ours, theirs, real, float(np.mean(docs_seen)))
+    return Workload(ours, theirs, real, torch.tensor(docs_seen))
 
 
 class Batches(torch.utils.data.Dataset):
@@ -183,7 +183,7 @@ def main() -> None:
             work = make_workload(length, args.tokens, cfg.vocab_size, batches=4, seed=length)
             real = statistics.mean(work.real_tokens)
             runs = [(b, c) for b in args.backends.split(",") for c in args.compile.split(",")]
-            flops = train_flops_per_token(MLMModule(cfg, random_pool=[100]).model, MASK_RATIO, work.mean_doc)
+            flops = train_flops_per_token(MLMModule(cfg, random_pool=[100]).model, MASK_RATIO, work.doc_lengths)
             for backend, comp in runs:
                 impl = f"ours {backend}" + (" compiled" if comp == "on" else "") + (" +opt" if args.compile_optimizer else "") + acc
                 if past(args.deadline, name, length, impl):

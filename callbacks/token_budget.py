@@ -10,17 +10,26 @@ import torch
 from .reporting import logs_this_batch, report
 
 
-def train_flops_per_token(model: torch.nn.Module, mask_ratio: float, mean_context: float) -> float:
-    """Forward + backward FLOPs of one token: 6 × body parameters, the sparse decoder on the masked
-    share, and attention scores over the context a token sees (local layers see at most their window)."""
+def attention_pairs(lengths: torch.Tensor, half: int) -> tuple[int, int]:
+    """(query, key) pairs a layer scores over documents of these lengths: globally every pair of a
+    document (n²); locally each query's keys within `half` positions, fewer at the document's edges."""
+    n = lengths.long()
+    local = torch.where(n <= half, n * n, n * (2 * half + 1) - half * (half + 1))
+    return int((n * n).sum()), int(local.sum())
+
+
+def train_flops_per_token(model: torch.nn.Module, mask_ratio: float, lengths: torch.Tensor) -> float:
+    """Forward + backward FLOPs of one token over documents of `lengths`: 6 × the encoder's parameters,
+    the MLM head and sparse decoder on the masked share only, and attention scores and values
+    (12 × hidden per scored pair: local layers score only their window)."""
     cfg = model.cfg
     embedding = cfg.vocab_size * cfg.hidden_size
-    body = sum(p.numel() for p in model.parameters()) - embedding - cfg.vocab_size   # tied decoder weight, decoder bias
-    attention = 0.0
-    for layer in range(cfg.num_layers):
-        context = mean_context if cfg.is_global(layer) else min(mean_context, cfg.local_window + 1)
-        attention += 12 * cfg.hidden_size * context
-    return 6 * body + 6 * embedding * mask_ratio + attention
+    head = sum(p.numel() for p in model.head.parameters())
+    body = sum(p.numel() for p in model.parameters()) - embedding - cfg.vocab_size - head   # tied decoder weight, its bias
+    tokens = max(int(lengths.sum()), 1)
+    global_pairs, local_pairs = attention_pairs(lengths, cfg.local_window // 2)
+    scored = sum(global_pairs if cfg.is_global(layer) else local_pairs for layer in range(cfg.num_layers))
+    return 6 * body + 6 * (embedding + head) * mask_ratio + 12 * cfg.hidden_size * scored / tokens
 
 
 class TokenBudget(L.Callback):
@@ -34,7 +43,8 @@ class TokenBudget(L.Callback):
             raise ValueError(f"max_tokens must be > 0, got {max_tokens}")
         self.max_tokens, self.peak_flops = max_tokens, peak_flops
         self._since: float | None = None          # when the current interval began
-        self._slots = self._real = self._docs = 0  # token slots, real tokens and documents in it (this rank)
+        self._slots = self._real = 0              # token slots and real tokens in it (this rank)
+        self._lengths: list[torch.Tensor] = []    # its document lengths
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._since = time.perf_counter()
@@ -50,7 +60,8 @@ class TokenBudget(L.Callback):
         ids, cu = batch["input_ids"], batch["cu_seqlens"]     # on the host
         self._slots += ids.numel()
         self._real += int(cu[:, -1].sum())
-        self._docs += int(((cu[:, 1:] - cu[:, :-1]) > 0).sum())
+        lengths = (cu[:, 1:] - cu[:, :-1]).flatten()
+        self._lengths.append(lengths[lengths > 0])
         if pl_module.micro_index == 0 and pl_module.tokens >= self.max_tokens:   # right after an optimizer step
             trainer.should_stop = True
         if not logs_this_batch(trainer):
@@ -61,7 +72,7 @@ class TokenBudget(L.Callback):
         metrics = {"perf/tokens_per_s": tokens_per_s, "perf/packing_efficiency": self._real / self._slots,
                    "perf/tokens_seen": float(pl_module.tokens)}
         if self.peak_flops:
-            flops = train_flops_per_token(pl_module.model, pl_module.mask_ratio, self._real / max(self._docs, 1))
+            flops = train_flops_per_token(pl_module.model, pl_module.mask_ratio, torch.cat(self._lengths))
             metrics["perf/mfu"] = flops * self._real / seconds / self.peak_flops
         report(pl_module, metrics, {"tok/s": tokens_per_s})
-        self._since, self._slots, self._real, self._docs = now, 0, 0, 0
+        self._since, self._slots, self._real, self._lengths = now, 0, 0, []
