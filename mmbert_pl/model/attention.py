@@ -1,10 +1,11 @@
 """Attention backends over packed documents, all computing the same function.
 
 Every backend takes `q`, `k`, `v`, each of shape (tokens, heads, head_dim), for the flat stream of
-one forward pass and returns (tokens, heads, head_dim). They come as three tensors, not one packed
-(tokens, 3, heads, head_dim): the backward of splitting a packed tensor would stack the three gradients
-into one in an extra copy per layer (0.29 ms a layer for `base` at 32k tokens on an H200). A query attends to keys of its own document
-only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3).
+one forward pass and returns (tokens, heads, head_dim). A query attends to keys of its own document
+only; on local layers only to keys with |i - j| <= window // 2 (recipe §1.3). The three come as
+separate tensors, not one packed (tokens, 3, heads, head_dim): splitting a packed tensor here would
+make its backward stack the three gradients into one, an extra copy in every layer (0.29 ms a layer
+for `base` at 32k tokens on an H200).
 
 - `flash`: flash-attn varlen kernel with a sliding window (CUDA, bf16/fp16, optional install).
 - `varlen`: the same FlashAttention-2 varlen kernel as built into PyTorch
