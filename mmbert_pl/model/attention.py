@@ -151,13 +151,14 @@ class SDPABackend:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: _SDPAPlan, local: bool) -> torch.Tensor:
         sizes = [b.shape[0] * b.shape[1] for b in plan.buckets]
+        gathered = [t[plan.gather].split(sizes) for t in (q, k, v)]
         outs = []
-        for b, *slots in zip(plan.buckets, *(t[plan.gather].split(sizes) for t in (q, k, v))):
-            q, k, v = (x.view(*b.shape, *x.shape[1:]).transpose(1, 2) for x in slots)   # each (docs, heads, len, dim)
+        for b, *slots in zip(plan.buckets, *gathered):
+            bq, bk, bv = (x.view(*b.shape, *x.shape[1:]).transpose(1, 2) for x in slots)   # each (docs, heads, len, dim)
             if local and b.block:
-                o = self._blockwise(q, k, v, b)
+                o = self._blockwise(bq, bk, bv, b)
             else:
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=b.local_mask if local else b.global_mask)
+                o = F.scaled_dot_product_attention(bq, bk, bv, attn_mask=b.local_mask if local else b.global_mask)
             outs.append(o.transpose(1, 2).reshape(-1, o.shape[1], o.shape[3]))   # (docs * len, heads, dim)
         return torch.cat(outs)[plan.order]
 
