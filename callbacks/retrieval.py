@@ -43,8 +43,9 @@ class RetrievalEval(L.Callback):
         if not trainer.is_global_zero:
             return
         metrics = self.evaluate(pl_module)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped     # the step Lightning's own rows of this batch carry
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.log_metrics(metrics, step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._done = pl_module.tokens // int(self.every)     # a resumed run does not repeat a finished one

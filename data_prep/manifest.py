@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from .write_errors import writing
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -22,15 +24,17 @@ def read_manifest(root: str | Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is corrupt ({e}); delete the folder and run data_prep.shards again") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a data_prep manifest ({e}); point data.root / --out at a folder "
+                         f"data_prep.shards wrote, or delete this one and build it again") from None
 
 
 def write_manifest(root: str | Path, manifest: dict) -> None:
     path = manifest_path(root)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(_dumps(manifest))
+    with writing(path):
+        tmp.write_text(_dumps(manifest))
     os.replace(tmp, path)
 
 

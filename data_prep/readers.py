@@ -25,6 +25,7 @@ NOT_A_LABEL = "file name {name!r} is not <iso639-3>_<Script> (e.g. rus_Cyrl.txt)
 class BadInput:
     """Records skipped while reading one language, by reason."""
     undecodable: int = 0
+    with_nul_bytes: int = 0               # a NUL inside text is binary data, not a document
     empty: int = 0
     too_long: int = 0
     empty_files: int = 0
@@ -70,6 +71,10 @@ def _txt_texts(path: Path, bad: BadInput, max_chars: int, utf8: bool) -> Iterato
         while lines := f.readlines(1 << 22):
             for line in lines:
                 raw = line.strip()
+                if b"\0" in raw:
+                    bad.with_nul_bytes += 1
+                    yield None
+                    continue
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
@@ -92,6 +97,9 @@ def _structured_texts(path: Path, layout: str, text_field: str, bad: BadInput, m
     """The text field of each JSONL line or Parquet row; None marks a record skipped as undecodable, empty or too long."""
     for value in _field_values(path, layout, text_field, bad):
         if value is None:
+            yield None
+        elif "\0" in value:
+            bad.with_nul_bytes += 1
             yield None
         elif not (text := value.strip()):
             bad.empty += 1

@@ -13,6 +13,7 @@ Worker processes take whole languages, largest first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -30,6 +31,7 @@ from .packing import BestFitPacker, split_document
 from .readers import BadInput, LanguageSource, discover
 from .tokenizer import TokenizerInfo, check_tokenizer, load_tokenizer
 from .workers import run_in_workers
+from .write_errors import write_problem, writing
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,18 @@ class _ThrottledReport:
 
 
 def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo, s: ShardSettings, progress=None) -> dict:
-    """Tokenize, frame, split, pack and write one language; returns its manifest entry."""
+    """Tokenize, frame, split, pack and write one language; returns its manifest entry. A write that fails
+    (a full disk) raises an OSError naming the language's folder; its partial `.tmp-` folder is removed."""
+    tmp = out_root / f".tmp-{source.label}"
+    try:
+        with writing(out_root / source.label):
+            return _process_language(source, out_root, tok, s, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo, s: ShardSettings, progress) -> dict:
     tmp, final = out_root / f".tmp-{source.label}", out_root / source.label
     for leftover in (tmp, final):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -229,9 +242,13 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
                                           workers, on_tokens=lambda label, tokens: bars.put((label, tokens)))
                 for i, entry in finished:
                     record(todo[i].label, entry)
-    finally:                 # also on Ctrl-C or a worker's error: what finished stays finished
+    except BaseException:    # Ctrl-C, a worker's error, a full disk: what finished stays finished
         manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
-        write_manifest(out, manifest)
+        with contextlib.suppress(OSError):      # best effort: the error to report is the one that stopped the run
+            write_manifest(out, manifest)
+        raise
+    manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
+    write_manifest(out, manifest)
     return manifest
 
 
@@ -324,9 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:           # a worker died; the languages that finished are in the manifest
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        if problem := write_problem(e, args.out):          # a full disk, no permission: finished languages are kept
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        if isinstance(e, RuntimeError):                     # a worker died; the languages that finished are in the manifest
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
     print(summary_table(manifest))
     print(f"wrote {args.out}/manifest.json")
     return 0

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .readers import BadInput, discover
+from .write_errors import write_problem, writing
 
 SPECIAL_PIECES = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "mask": "<mask>"}
 GEMMA_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
@@ -147,8 +148,14 @@ def train_tokenizer(input_dir: str | Path, out: str | Path, vocab_size: int, mod
         )
     except RuntimeError as e:
         raise ValueError(f"SentencePiece could not train on {input_dir}: {str(e).splitlines()[-1]}") from None
+    pieces = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
+    if pieces < vocab_size:                  # hard_vocab_limit=False stops where the text runs out of pieces
+        raise ValueError(f"--vocab-size {vocab_size}: the text sampled from {input_dir} ({sample_chars:,} characters at most) "
+                         f"gives only {pieces:,} pieces; ask for --vocab-size {pieces} or less, or give more text "
+                         f"(--sample-chars, more input). Nothing was written")
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_bytes(model.getvalue())
+    with writing(out):
+        tmp.write_bytes(model.getvalue())
     tmp.replace(out)
     return check_tokenizer(out)
 
@@ -178,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             info = check_tokenizer(args.model)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if (problem := write_problem(e, getattr(args, "out", None))) is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     for key, value in info.to_dict().items():
         print(f"{key:10s} {value}")

@@ -11,25 +11,34 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from data_prep.write_errors import writing
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes `NAME.tmp`, flushes it to disk, then renames it over `NAME`: a reader sees the old file
-    or the new one, never half of one."""
+    or the new one, never half of one. A failed write (a full disk) removes the temporary file and
+    raises an OSError naming `NAME`."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with writing(path), open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)      # a full disk gets its space back; the previous checkpoint stays
+            raise
         os.replace(tmp, path)
 
 
-def checkpoint_problem(path: Path) -> str | None:
-    """None if `path` reads back as a Lightning checkpoint, else what is wrong with it. Tensors are
-    memory-mapped, so this reads the structure, not gigabytes of weights."""
+def checkpoint_problem(path: Path, step: int | None = None) -> str | None:
+    """None if `path` reads back as a Lightning checkpoint (of global step `step`, if given), else what is
+    wrong with it. Tensors are memory-mapped, so this reads the structure, not gigabytes of weights."""
+    if not path.is_file():
+        return "missing"
     if not zipfile.is_zipfile(path):
         return "not a complete zip archive (truncated?)"
     try:
@@ -38,6 +47,8 @@ def checkpoint_problem(path: Path) -> str | None:
         return f"{type(e).__name__}: {e}"
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
         return "not a Lightning training checkpoint"
+    if step is not None and checkpoint.get("global_step") != step:
+        return f"it holds step {checkpoint.get('global_step')}, not {step}"
     return None
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_prep.write_errors import writing
+
 from .model import EncoderConfig, MMBertForMaskedLM
 
 SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "cls_token_id": 1, "sep_token_id": 1, "mask_token_id": 4}
@@ -108,15 +110,46 @@ def encoder_config_from_hf(hf: dict) -> EncoderConfig:
 
 
 def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: str | Path | None = None) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM."""
+    """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM.
+
+    The files go to `OUT.tmp/` and replace `OUT/` only once all are written, so a failed export (a full
+    disk) leaves the previous export as it was and raises an OSError naming the file it could not write."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items() if k != TIED}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_config_dict(model.cfg), indent=2) + "\n")
-    if tokenizer_model is not None:
-        save_hf_tokenizer(tokenizer_model, out)
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items() if k != TIED}
+        with writing(out / "model.safetensors"):
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        with writing(out / "config.json"):
+            (tmp / "config.json").write_text(json.dumps(hf_config_dict(model.cfg), indent=2) + "\n")
+        if tokenizer_model is not None:
+            with writing(out):
+                save_hf_tokenizer(tokenizer_model, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def export_problem(hf_dir: str | Path) -> str | None:
+    """None if `hf_dir` holds a readable config.json and model.safetensors, else what is wrong."""
+    from safetensors import safe_open
+
+    try:
+        json.loads((Path(hf_dir) / "config.json").read_text())
+        with safe_open(str(Path(hf_dir) / "model.safetensors"), framework="pt") as f:
+            if not list(f.keys()):
+                return "model.safetensors holds no tensors"
+    except Exception as e:     # any failure to read back means: do not call this export done
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def save_hf_tokenizer(spm_model: str | Path, out_dir: Path) -> None:

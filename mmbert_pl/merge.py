@@ -17,7 +17,7 @@ import torch
 
 from .bad_input import exit_on_bad_input
 from .model import MMBertForMaskedLM
-from .model_files import find_tokenizer, read_state, write_model
+from .model_files import check_output, find_tokenizer, read_state, write_model
 
 State = dict[str, torch.Tensor]
 TIED = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}   # the decoder shares the embedding matrix
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--models", nargs="+", required=True, help="our .ckpt files or Hugging Face directories")
         p.add_argument("--out", required=True, help="output folder: model.ckpt and hf/")
+        p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
         p.add_argument("--tokenizer", default=None, help="SentencePiece model for the HF export (default: found beside the inputs)")
         if name in ("ties", "average"):
             p.add_argument("--weights", nargs="+", type=float, default=None, help="one per model (default: equal)")
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def merge(args: argparse.Namespace) -> None:
     """The CLI's work: read the inputs, check they fit together, merge, write."""
+    check_output(args.out, args.overwrite)
     paths = list(args.models) + ([args.base] if args.method == "ties" else [])
     for p in paths:
         if not Path(p).exists():

@@ -55,6 +55,14 @@ def find_tokenizer(paths: list[str | Path]) -> Path | None:
     return None
 
 
+def check_output(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse to write into a folder that already holds something, unless asked to (before any work)."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ValueError(f"--out {out} already exists and is not empty; choose another folder, or pass --overwrite "
+                         f"to replace its model.ckpt and hf/")
+
+
 def write_model(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer: str | Path | None, meta: dict) -> tuple[Path, Path]:
     """`out_dir/model.ckpt` (loadable by init_from= and every tool) and `out_dir/hf/` (transformers).
 

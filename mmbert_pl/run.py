@@ -7,8 +7,10 @@ checkpoint, and a finished run reports where its results are. Exit codes: 0 fini
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -36,16 +38,19 @@ HARMLESS_LIGHTNING_WARNINGS = (
 )
 
 
-def make_logger(kind: str, run_dir: Path):
+def make_logger(kind: str, run_dir: Path, keep_through: int | None):
+    """`keep_through`: a resumed checkpoint's logger step; the CSV log keeps its rows up to it and appends."""
     import importlib.util
 
     from lightning.pytorch import loggers
+
+    from .metrics_csv import ResumingCSVLogger
 
     needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(kind, ())
     if needs and not any(importlib.util.find_spec(m) for m in needs):
         raise ValueError(f"trainer.logger={kind} needs the {needs[0]} package: pip install -e '.[loggers]' (or use trainer.logger=csv)")
     if kind == "csv":
-        return loggers.CSVLogger(run_dir, name="logs", version="")
+        return ResumingCSVLogger(run_dir, keep_through)
     if kind == "tensorboard":
         return loggers.TensorBoardLogger(run_dir, name="tb", version="")
     return loggers.WandbLogger(save_dir=str(run_dir), offline=True, project="mmbert_pl")
@@ -77,33 +82,86 @@ def plugins() -> list:
     return [AtomicCheckpointIO()] + ([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])
 
 
-def train(cfg: DictConfig) -> int:
+def write_json(path: Path, value: dict) -> None:
+    """Atomically: a reader (a rerun, a requeued job) sees the old file or the new one."""
+    from data_prep.write_errors import writing
+
+    tmp = path.with_name(path.name + ".tmp")
+    with writing(path):
+        tmp.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The composed config and the overrides in `.hydra/`, written only once the run is known to start
+    (Hydra's own copy would be written before validation and overwrite a resumed run's with a bad one)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from data_prep.write_errors import writing
+
+    out = run_dir / ".hydra"
+    with writing(out):
+        out.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, out / "config.yaml")
+        if HydraConfig.initialized():
+            OmegaConf.save(HydraConfig.get().overrides.task, out / "overrides.yaml")
+
+
+def finished_result(finished_file: Path) -> dict | None:
+    """finished.json, if the checkpoint and export it names still load; else None (with a line why)."""
+    from .checkpointing import checkpoint_problem
+    from .hf import export_problem
+
+    if not finished_file.exists():
+        return None
+    finished = json.loads(finished_file.read_text())
+    problem = checkpoint_problem(Path(finished["checkpoint"])) or export_problem(finished["hf_export"])
+    if problem:
+        print(f"warning: {finished_file} names results that no longer load ({problem}); finishing the run again", flush=True)
+        return None
+    return finished
+
+
+def train(cfg: DictConfig, run_dir: Path) -> int:
     logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
 
+    from .run_lock import RunLock, is_global_rank_zero
+    from .run_plan import plan_run
+
+    plan = plan_run(cfg)                     # every check of config and data, before the run folder is touched
+    lock = RunLock(run_dir) if is_global_rank_zero() else None
+    if lock:
+        lock.acquire()
+    try:
+        return fit(cfg, run_dir, plan, lock is not None)
+    finally:
+        if lock:
+            lock.release()
+
+
+def fit(cfg: DictConfig, run_dir: Path, plan, rank_zero: bool) -> int:
     import lightning as L
     import torch
-    from hydra.core.hydra_config import HydraConfig
 
-    from callbacks.preemption import Preemption
+    from callbacks.preemption import Preempted, Preemption
     from callbacks.reporting import ProgressBar
     from callbacks.sample_log import SampleLog
     from callbacks.token_budget import TokenBudget
     from data_prep.tokenizer import ordinary_ids
 
-    from .checkpointing import RollingCheckpoint, newest_checkpoint
-    from .hf import export_hf
+    from .checkpointing import RollingCheckpoint, checkpoint_problem, newest_checkpoint
+    from .hf import export_hf, export_problem
     from .init_from import load_initial_weights, load_optimizer_moments
+    from .metrics_csv import logged_batches
     from .module import MLMModule
-    from .run_plan import plan_run
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
     last = ckpt_dir / "last.ckpt"
-    plan = plan_run(cfg)
     root, manifest, tok_path, geo, dm = plan.root, plan.manifest, plan.tokenizer, plan.geometry, plan.datamodule
     tok, budget = manifest["tokenizer"], geo.budget
-    if finished_file.exists():
-        finished = json.loads(finished_file.read_text())
+    finished = finished_result(finished_file)
+    if finished:
         print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
               f"Hugging Face export {finished['hf_export']}. To train on, start a new run from it: "
               f"experiment=NEW init_from={finished['checkpoint']}")
@@ -114,10 +172,11 @@ def train(cfg: DictConfig) -> int:
         raise ValueError(f"{resume} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
                          f"or batch geometry changed); resuming would repeat or skip data. Restore the settings of "
                          f"{mixture_file}, or start a new run with experiment=NEW init_from={resume}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    mixture_file.write_text(json.dumps({"hash": dm.mixture_hash(), "budget": budget,
-                                        "segments": [{"start": g.start, "end": g.end, "languages": g.labels, "temperature": g.temperature}
-                                                     for g in dm.segments]}, indent=1) + "\n")
+    if rank_zero:
+        save_run_config(cfg, run_dir)
+        write_json(mixture_file, {"hash": dm.mixture_hash(), "budget": budget,
+                                  "segments": [{"start": g.start, "end": g.end, "languages": g.labels, "temperature": g.temperature}
+                                               for g in dm.segments]})
     print(f"data {root}: budget {budget:,.0f} tokens = {geo.max_steps} steps of {geo.rows_per_step} rows x {geo.row_length}")
     for seg in dm.segments:
         print(f"segment {seg.start:,}-{seg.end:,} tokens: {seg.languages} ({len(seg.labels)} languages), τ={seg.temperature}\n{seg.mixture.table()}")
@@ -151,7 +210,7 @@ def train(cfg: DictConfig) -> int:
         max_steps=geo.max_steps,
         val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
-        default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir),
+        default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir, logged_batches(resume) if resume else None),
         callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops), preemption, *extra],
         strategy=t.strategy, plugins=plugins(),
         reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
@@ -163,23 +222,50 @@ def train(cfg: DictConfig) -> int:
     with warnings.catch_warnings():
         for message in HARMLESS_LIGHTNING_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
-    if preemption.stopped_at is not None:
-        return 3
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        except Preempted:
+            return 3
+    unreadable = last.exists() and checkpoint_problem(last)
+    if unreadable or checkpoint_problem(last, trainer.global_step):
+        # last.ckpt must hold the final step: the step cadence need not end on it, and the newest checkpoint may be
+        # unreadable while the one resumed from had already ended the run. Every rank takes part in the save.
+        trainer.save_checkpoint(last, weights_only=False)
+        if unreadable:
+            print(f"{last} was unreadable ({unreadable}); rewrote it from the final state (step {trainer.global_step}, "
+                  f"resumed from {resume})", flush=True)
     if trainer.global_rank != 0:
         return 0
     hf_dir = export_hf(module.model, run_dir / "hf", tokenizer_model=tok_path)
+    if problem := checkpoint_problem(last, trainer.global_step) or export_problem(hf_dir):
+        raise RuntimeError(f"the results of {run_dir} do not read back ({problem}); finished.json is not written")
     finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir)}
-    finished_file.write_text(json.dumps(finished, indent=1) + "\n")
+    write_json(finished_file, finished)
     print(f"finished at step {trainer.global_step}: checkpoint {last}; Hugging Face export {hf_dir}; logs in {run_dir}")
     return 0
 
 
+def run_dir_of(cfg: DictConfig) -> Path:
+    """`run_dir` (deterministic: a rerun or a requeued job finds its checkpoints); in a sweep, the job's folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.run_dir)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    with exit_on_bad_input():
-        validate(cfg)
-        code = train(cfg)
+    run_dir = run_dir_of(cfg)
+    try:
+        with exit_on_bad_input(run_dir):
+            validate(cfg)
+            code = train(cfg, run_dir)
+    except SystemExit:
+        with contextlib.suppress(OSError):      # a sweep job's folder that Hydra made for a job that never started
+            run_dir.rmdir()                     # (rmdir removes only an empty folder)
+        raise
     if code:
         sys.exit(code)
 

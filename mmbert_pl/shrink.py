@@ -17,7 +17,7 @@ import torch
 from .bad_input import exit_on_bad_input
 from .model import EncoderConfig, MMBertForMaskedLM, named_config
 from .model.config import CONFIGS
-from .model_files import find_tokenizer, read_state, write_model
+from .model_files import check_output, find_tokenizer, read_state, write_model
 
 
 def check_shrinkable(src: EncoderConfig, dst: EncoderConfig) -> int:
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="target config overrides, e.g. hidden_size=32 (the vocabulary and RoPE follow the source)")
     ap.add_argument("--out", required=True, help="output folder: model.ckpt and hf/")
+    ap.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
     ap.add_argument("--tokenizer", default=None, help="SentencePiece model for the HF export (default: found beside the input)")
     args = ap.parse_args(argv)
     with exit_on_bad_input():
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def shrink_files(args: argparse.Namespace) -> None:
     """The CLI's work: read, slice, write."""
+    check_output(args.out, args.overwrite)
     src, state, _ = read_state(args.model)
     if src is None:
         raise ValueError(f"{args.model} holds no encoder config")
