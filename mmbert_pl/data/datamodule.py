@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,17 @@ def indexed_dataset_class():
             return item
 
     return IndexedStreamingDataset
+
+
+def leave_signals_to_the_trainer(worker_id: int) -> None:
+    """Loader workers ignore the preemption signals: a cluster's SIGTERM (or `kill` of the process group) reaches
+    every process of the job, and a worker it killed would crash the run before `callbacks/preemption.py` saves.
+    Lightning's worker seeding (`seed_everything(workers=True)`) still runs."""
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)
 
 
 class MixtureDataModule(L.LightningDataModule):
@@ -174,7 +186,7 @@ class MixtureDataModule(L.LightningDataModule):
         ds = indexed_dataset_class()(streams=streams, epoch_size=rows, shuffle=True, shuffle_seed=self.seed,
                               batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
         return StreamingDataLoader(ds, batch_size=self.micro_batch, collate_fn=collate_rows,
-                                   num_workers=self.num_workers, drop_last=True)
+                                   num_workers=self.num_workers, drop_last=True, worker_init_fn=leave_signals_to_the_trainer)
 
     def val_labels(self) -> list[str]:
         return [k for k in self.labels if self.manifest["languages"][k]["val"]["rows"] > 0]
