@@ -171,12 +171,15 @@ def test_bad_records_are_counted_and_skipped(tmp_path: Path, tokenizer_model: Pa
     src.mkdir()
     (src / "eng_Latn.txt").write_bytes(b"good one\n\n   \nbad \xff\xfe bytes\n" + b"x" * 5000 + b"\nanother good one\n")
     (src / "fao_Latn.txt").write_bytes(b"")
+    (src / "deu_Latn.jsonl").write_text('{"text": "gut"}\n{"text": "nul\\u0000byte"}\n')
     (src / "README.md").write_text("ignored")
     manifest = build_shards(src, tokenizer_model, tmp_path / "out", ShardSettings(row_length=64, val_fraction=0.0, max_chars=1000), show_progress=False)
     bad = manifest["languages"]["eng_Latn"]["bad"]
-    assert bad == {"undecodable": 1, "empty": 2, "too_long": 1, "empty_files": 0}
+    assert bad == {"undecodable": 1, "with_nul_bytes": 0, "empty": 2, "too_long": 1, "empty_files": 0}
     assert manifest["languages"]["eng_Latn"]["train"]["docs"] == 2
     assert manifest["languages"]["fao_Latn"]["bad"]["empty_files"] == 1
+    assert manifest["languages"]["deu_Latn"]["bad"]["with_nul_bytes"] == 1
+    assert manifest["languages"]["deu_Latn"]["train"]["docs"] == 1
 
 
 def test_txt_lines_as_bytes_are_the_lines_as_text(tmp_path: Path) -> None:
