@@ -25,15 +25,21 @@ def split(qkv: torch.Tensor) -> list[torch.Tensor]:
     return [t.contiguous() for t in qkv.unbind(1)]
 
 
-def backends() -> list[tuple[str, str, torch.dtype, float]]:
-    cases = [("sdpa", "cpu", torch.float32, 1e-5)]
-    if torch.cuda.is_available():
-        cases += [("sdpa", "cuda", torch.bfloat16, 2e-2), ("flex", "cuda", torch.bfloat16, 2e-2)]
-    if flash_attn_available():
-        cases.append(("flash", "cuda", torch.bfloat16, 2e-2))
-    if torch.cuda.is_available() and torch_varlen_attn() is not None:
-        cases.append(("varlen", "cuda", torch.bfloat16, 2e-2))
-    return cases
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def backends() -> list:
+    """Every backend case; those this machine cannot run show as skipped, with the reason. bf16 tolerances are
+    what a correct kernel meets with room: 0.5% of the largest value measured on an H200 for out, dq, dk, dv
+    (benchmarks/results/h200-2026-11-27/agreement.txt) and 0.6% for SDPA's bf16 gradients on the CPU."""
+    no_flash = pytest.mark.skipif(not flash_attn_available(), reason="flash-attn is not installed")
+    no_varlen = pytest.mark.skipif(not torch.cuda.is_available() or torch_varlen_attn() is None,
+                                   reason="needs CUDA and torch's varlen attention")
+    return [pytest.param("sdpa", "cpu", torch.float32, 1e-5, id="sdpa-cpu-fp32"),
+            pytest.param("sdpa", "cuda", torch.bfloat16, 1.5e-2, id="sdpa-cuda-bf16", marks=NO_CUDA),
+            pytest.param("flex", "cuda", torch.bfloat16, 1.5e-2, id="flex-cuda-bf16", marks=NO_CUDA),
+            pytest.param("flash", "cuda", torch.bfloat16, 1.5e-2, id="flash-cuda-bf16", marks=[NO_CUDA, no_flash]),
+            pytest.param("varlen", "cuda", torch.bfloat16, 1.5e-2, id="varlen-cuda-bf16", marks=no_varlen)]
 
 
 @pytest.mark.parametrize("name,device,dtype,tol", backends())
@@ -55,7 +61,7 @@ def test_backend_matches_reference(name: str, device: str, dtype: torch.dtype, t
     (ref * grad_out.float()).sum().backward()
     scale = ref.abs().max()
     assert (out.float() - ref).abs().max() <= tol * scale
-    assert (got_grad.float() - qkv.grad.float()).abs().max() <= tol * qkv.grad.float().abs().max() * 10
+    assert (got_grad.float() - qkv.grad.float()).abs().max() <= tol * qkv.grad.float().abs().max()
 
 
 @pytest.mark.parametrize("local", [False, True])

@@ -10,6 +10,7 @@ from transformers import AutoModelForMaskedLM, ModernBertConfig, ModernBertForMa
 from data_prep.tokenizer import train_tokenizer
 from mmbert_pl.hf import check_hf_tokenizer, encoder_config_from_hf, export_hf, hf_config_dict, import_hf
 from mmbert_pl.model import MMBertForMaskedLM, named_config
+from tests.random_weights import randomise_every_parameter
 
 LENGTHS = [300, 129, 200, 64, 17, 1]
 
@@ -27,7 +28,7 @@ def padded_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_export_loads_in_transformers_with_same_logits(tmp_path: Path, window: int) -> None:
     torch.manual_seed(0)
     cfg = named_config("tiny", local_window=window, global_rope_theta=160000.0, local_rope_theta=10000.0)
-    ours = MMBertForMaskedLM(cfg, attn_backend="sdpa").eval()
+    ours = randomise_every_parameter(MMBertForMaskedLM(cfg, attn_backend="sdpa"), seed=window).eval()
     export_hf(ours, tmp_path)
     theirs = AutoModelForMaskedLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
     assert isinstance(theirs, ModernBertForMaskedLM)
@@ -43,9 +44,7 @@ def test_transformers_model_imports_with_same_logits(tmp_path: Path) -> None:
     # Distinct thetas: transformers 5 saves them as rope_parameters per layer type, which import must read.
     cfg = named_config("tiny", global_rope_theta=160000.0, local_rope_theta=20000.0)
     hf_cfg = ModernBertConfig(**{k: v for k, v in hf_config_dict(cfg).items() if k not in ("architectures", "model_type")})
-    theirs = ModernBertForMaskedLM(hf_cfg).eval()
-    with torch.no_grad():   # HF zero-inits the decoder bias; make the check see it
-        theirs.decoder.bias.normal_()
+    theirs = randomise_every_parameter(ModernBertForMaskedLM(hf_cfg), seed=1).eval()
     theirs.save_pretrained(tmp_path)
     ours = import_hf(tmp_path, attn_backend="sdpa").eval()
     assert ours.cfg == cfg

@@ -12,6 +12,7 @@ import torch
 from mmbert_pl.merge import exponential_weights, ties, weighted_average
 from mmbert_pl.model import MMBertForMaskedLM, named_config
 from mmbert_pl.model_files import read_state, write_model
+from tests.random_weights import randomise_every_parameter
 
 
 def test_weighted_average_and_exponential_weights_by_hand() -> None:
@@ -93,7 +94,8 @@ def test_merge_cli_writes_a_checkpoint_and_an_hf_export_that_loads(tmp_path: Pat
     paths = []
     for seed in range(3):
         torch.manual_seed(seed)
-        ckpt, hf = write_model(MMBertForMaskedLM(named_config("tiny")), tmp_path / f"m{seed}", tokenizer_model, {})
+        model = randomise_every_parameter(MMBertForMaskedLM(named_config("tiny")), seed)
+        ckpt, hf = write_model(model, tmp_path / f"m{seed}", tokenizer_model, {})
         paths.append(str(ckpt) if seed else str(hf))           # inputs of both kinds
     out = tmp_path / "merged"
     result = _cli("ties", "--base", paths[0], "--models", *paths[1:], "--density", "0.5", "--out", str(out))
