@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.processes import run, wait_exit, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -25,21 +26,12 @@ def env_for(tmp: Path, cache: Path) -> dict:
 
 
 def run_cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmbert_pl.run", *args], env=env, capture_output=True, text=True, timeout=1200)
+    return run([sys.executable, "-m", "mmbert_pl.run", *args], f"mmbert_pl.run {' '.join(args)}", env=env)
 
 
 def launch(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mmbert_pl.run", *args], env=env, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_for(what: str, ready: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
-    """Poll `ready` until it holds; fail naming `what` if the run ends first or `timeout` passes."""
-    end = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"the run ended (code {proc.returncode}) before {what}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < end, f"no {what} within {timeout} s:\n{log.read_text()[-3000:]}"
-        time.sleep(0.05)
 
 
 def group_ends(pgid: int, within: float) -> bool:
@@ -78,9 +70,9 @@ def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_traini
             "trainer.log_every_n_steps=1", *QUIET]
     env, run_dir, log = env_for(tmp_path, cache), tmp_path / "runs" / "sample", tmp_path / "log.txt"
     proc = launch(args, env, log)
-    wait_for("step 3", lambda: steps_logged(run_dir) >= 3, proc, log)
+    wait_until("step 3", lambda: steps_logged(run_dir) >= 3, proc, log)
     os.killpg(proc.pid, signal.SIGTERM)             # the whole job, loader workers included, as a cluster signals it
-    code = proc.wait(timeout=600)
+    code = wait_exit(proc, "the run sent SIGTERM")
     gone = time.time()
     out = log.read_text()
     assert code == 3, out[-3000:]
@@ -135,19 +127,19 @@ def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_owner(cache: P
     env, run_dir, log = env_for(tmp_path, cache), tmp_path / "runs" / "sample", tmp_path / "first.txt"
     longer = [*SHORT, "trainer.max_steps=200"]             # still training when the second one starts
     first = launch(longer, env, log)
-    wait_for("a first training step", lambda: steps_logged(run_dir) >= 1, first, log)
+    wait_until("a first training step", lambda: steps_logged(run_dir) >= 1, first, log)
     second = run_cli(longer, env)
     assert second.returncode == 2
     assert f"run folder {run_dir} is in use by PID {first.pid} on host" in second.stderr, second.stderr[-2000:]
-    assert first.wait(timeout=600) == 0
+    assert wait_exit(first, "the first run") == 0
     assert not list((run_dir / "checkpoints").glob("*-v*.ckpt")), "two runs wrote checkpoints side by side"
     # The lock dies with its owner: after a SIGKILL the same command takes the folder over and resumes.
     killed_dir, killed_log = tmp_path / "k" / "runs" / "sample", tmp_path / "killed.txt"
     killed_env = env_for(tmp_path / "k", cache)
     proc = launch(SHORT, killed_env, killed_log)
-    wait_for("step 25", lambda: steps_logged(killed_dir) >= 25, proc, killed_log)
+    wait_until("step 25", lambda: steps_logged(killed_dir) >= 25, proc, killed_log)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    wait_exit(proc, "the killed run")
     resumed = run_cli(SHORT, killed_env)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
 
@@ -165,9 +157,9 @@ def test_metrics_keep_their_rows_across_preemption_and_resume(cache: Path, tmp_p
     for n, (step, sig) in enumerate(((35, signal.SIGTERM), (47, signal.SIGKILL))):
         log = tmp_path / f"log{n}.txt"
         proc = launch(args, env, log)
-        wait_for(f"step {step}", lambda: steps_logged(run_dir) >= step, proc, log)
+        wait_until(f"step {step}", lambda: steps_logged(run_dir) >= step, proc, log)
         os.killpg(proc.pid, sig)
-        proc.wait(timeout=60)
+        wait_exit(proc, f"the run sent {sig.name}")
         before = rows(run_dir)
         assert any(r[2] for r in before), "the validation at step 30 is in the log"
     final = run_cli(args, env)

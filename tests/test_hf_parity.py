@@ -1,5 +1,4 @@
 """Same weights, same MLM logits in our encoder and in transformers' ModernBertForMaskedLM."""
-import json
 import shutil
 from pathlib import Path
 

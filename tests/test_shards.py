@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import sentencepiece as spm
 from data_prep.manifest import read_manifest
 from data_prep.shards import ShardSettings, build_shards
 from data_prep.tokenizer import train_tokenizer
+from tests.processes import LIMIT, wait_exit, wait_until
 from tests.shard_rows import rows_of
 
 
@@ -69,14 +69,10 @@ def test_killed_run_completes_on_rerun_with_nothing_lost(tmp_path: Path, tokeniz
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     assert subprocess.run([*cmd, "--out", str(reference)], capture_output=True).returncode == 0
     proc = subprocess.Popen([*cmd, "--out", str(interrupted)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        m = read_manifest(interrupted) if (interrupted / "manifest.json").exists() else None
-        if m and len(m["languages"]) >= 3:
-            break
-        time.sleep(0.02)
+    wait_until("3 finished languages in the manifest", lambda: (interrupted / "manifest.json").exists()
+               and len(read_manifest(interrupted)["languages"]) >= 3, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    wait_exit(proc, "the killed data_prep run")
     done = len(read_manifest(interrupted)["languages"])
     assert 3 <= done < 40, "the kill must land mid-way"
     assert subprocess.run([*cmd, "--out", str(interrupted)], capture_output=True).returncode == 0
@@ -115,10 +111,7 @@ def test_dead_worker_is_reported_and_killed_parent_takes_its_workers(tmp_path: P
 
     def start(out: Path) -> tuple[subprocess.Popen, list[int]]:
         proc = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and len(children_of(proc.pid)) < 2:
-            time.sleep(0.02)
-        time.sleep(0.5)
+        wait_until("two worker processes", lambda: len(children_of(proc.pid)) >= 2, proc)
         workers = children_of(proc.pid)
         assert len(workers) == 2 and proc.poll() is None, "both languages must still be in progress"
         return proc, workers
@@ -126,7 +119,7 @@ def test_dead_worker_is_reported_and_killed_parent_takes_its_workers(tmp_path: P
     # A worker killed (as the OOM killer would): one clear error, the other worker stopped, and a rerun completes.
     proc, workers = start(tmp_path / "a")
     os.kill(workers[0], signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=LIMIT)
     assert proc.returncode == 1 and "a data_prep worker died (exit code -9" in err and "Traceback" not in err, err
     assert not any(alive(w) for w in workers)
     assert subprocess.run([*cmd, "--out", str(tmp_path / "a")], capture_output=True).returncode == 0
@@ -135,9 +128,8 @@ def test_dead_worker_is_reported_and_killed_parent_takes_its_workers(tmp_path: P
     # writing into the folder a rerun will use.
     proc, workers = start(tmp_path / "b")
     proc.kill()
-    proc.wait()
-    time.sleep(0.5)
-    assert not any(alive(w) for w in workers)
+    wait_exit(proc, "the killed parent")
+    wait_until("the workers to die with their parent", lambda: not any(alive(w) for w in workers), limit=30)
     assert not (tmp_path / "b" / "eng_Latn").exists() and not (tmp_path / "b" / "rus_Cyrl").exists()
 
 

@@ -1,0 +1,39 @@
+"""Waiting on processes and files without fixed wall-clock guesses: every wait polls for the thing it waits
+for, and its limit is generous (a loaded 2-core machine is several times slower than an idle one) and, when
+reached, fails naming what did not happen, with the end of the process's output."""
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+LIMIT = 1800.0          # seconds; a limit, never a wait
+
+
+def run(cmd: list[str], what: str, env: dict | None = None, limit: float = LIMIT, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with output captured; a run past `limit` fails naming `what`."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=limit, **kw)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"")[-2000:] + (e.stderr or b"")[-2000:]
+        raise AssertionError(f"{what}: still running after {limit:.0f} s; its output ends:\n{out!r}") from None
+
+
+def wait_until(what: str, ready: Callable[[], bool], proc: subprocess.Popen | None = None, log: Path | None = None,
+               limit: float = LIMIT) -> None:
+    """Poll `ready` until it holds; fail naming `what` if `proc` ends first or `limit` passes."""
+    end = time.monotonic() + limit
+    while not ready():
+        tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+        assert proc is None or proc.poll() is None, f"the process ended (code {proc.returncode}) before {what}:\n{tail}"
+        assert time.monotonic() < end, f"no {what} within {limit:.0f} s:\n{tail}"
+        time.sleep(0.02)
+
+
+def wait_exit(proc: subprocess.Popen, what: str, limit: float = LIMIT) -> int:
+    """The exit code of `proc`; fail naming `what` if it is still running after `limit`."""
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{what}: the process was still running after {limit:.0f} s") from None
