@@ -1,27 +1,13 @@
-"""Batch-size warmup (recipe §5): the global batch grows from `k_min` to `k_max` micro-batch rounds over
-`warmup_tokens`, spending tokens ∝ size so that every size gets the same number of optimizer steps.
-
-Size b (for b = k_min .. k_max-1) is used while tokens < T_b = W · Σ_{k_min..b} k / Σ_{k_min..k_max-1} k;
-k_max from W on. The module's accumulation changes only between optimizer steps.
-"""
+"""Owner of the batch-size warmup: sets the module's accumulation between optimizer steps from
+`mmbert_pl.schedules.accumulation_at`."""
 from __future__ import annotations
 
 import lightning as L
 
+from mmbert_pl.schedules import accumulation_at
+from mmbert_pl.step_values import report
+
 from .clock import tokens_at_step_start
-from .reporting import report
-
-
-def accumulation_at(tokens: float, k_min: int, k_max: int, warmup_tokens: float) -> int:
-    if warmup_tokens <= 0 or k_min >= k_max or tokens >= warmup_tokens:
-        return k_max
-    total = sum(range(k_min, k_max))
-    cumulative = 0
-    for b in range(k_min, k_max):
-        cumulative += b
-        if tokens < warmup_tokens * cumulative / total:
-            return b
-    return k_max
 
 
 class BatchWarmup(L.Callback):

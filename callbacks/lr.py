@@ -1,39 +1,13 @@
-"""Trapezoidal LR as a pure function of tokens (recipe §5): linear warmup, stable, decay to alpha_f.
-
-Decay shapes over x in [0, 1] of the decay window:
-- `1-sqrt` (mmBERT; what its paper calls "inverse square root"): α_f + (1-α_f)(1-√x)
-- `linear`: α_f + (1-α_f)(1-x)
-- `cosine`: α_f + (1-α_f)(1+cos πx)/2
-- `inverse_sqrt` (the true one): 1/√(1 + (α_f⁻² - 1)x), which also ends at α_f
-"""
+"""Owner of the LR: sets every param group's LR at each optimizer step from `mmbert_pl.schedules.lr_factor`
+(trapezoid: warmup, stable, decay to alpha_f; shapes in that module)."""
 from __future__ import annotations
-
-import math
 
 import lightning as L
 
+from mmbert_pl.schedules import lr_factor
+from mmbert_pl.step_values import report
+
 from .clock import tokens_at_step_start
-from .reporting import report
-
-SHAPES = ("1-sqrt", "linear", "cosine", "inverse_sqrt")
-
-
-def lr_factor(tokens: float, t_warmup: float, t_max: float, t_decay: float, alpha_f: float, shape: str = "1-sqrt") -> float:
-    if shape not in SHAPES:
-        raise ValueError(f"unknown decay shape {shape!r}; choose one of {SHAPES}")
-    if tokens < t_warmup:
-        return 1e-10 + (1 - 1e-10) * tokens / t_warmup
-    decay_start = t_max - t_decay
-    if tokens < decay_start or t_decay <= 0:
-        return 1.0
-    x = min(1.0, (tokens - decay_start) / t_decay)
-    if shape == "1-sqrt":
-        return alpha_f + (1 - alpha_f) * (1 - math.sqrt(x))
-    if shape == "linear":
-        return alpha_f + (1 - alpha_f) * (1 - x)
-    if shape == "cosine":
-        return alpha_f + (1 - alpha_f) * 0.5 * (1 + math.cos(math.pi * x))
-    return 1 / math.sqrt(1 + (alpha_f**-2 - 1) * x)
 
 
 class LRSchedule(L.Callback):

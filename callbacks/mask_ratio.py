@@ -1,26 +1,12 @@
-"""Mask ratio as a pure function of tokens: constant (mmBERT: per stage), or annealed within a stage
-through (tokens, ratio) points, linearly or as steps."""
+"""Owner of the mask ratio: sets the module's ratio at each optimizer step from `mmbert_pl.schedules.mask_ratio_at`
+(constant, or annealed through (tokens, ratio) points)."""
 from __future__ import annotations
-
-import bisect
 
 import lightning as L
 
+from mmbert_pl.schedules import mask_ratio_at
+
 from .clock import tokens_at_step_start
-
-
-def mask_ratio_at(tokens: float, points: list[tuple[float, float]], mode: str = "linear") -> float:
-    """`points` sorted by tokens; before the first point its ratio, after the last the last ratio."""
-    if mode not in ("linear", "steps"):
-        raise ValueError(f"mask ratio mode {mode!r}: choose linear or steps")
-    xs = [t for t, _ in points]
-    i = bisect.bisect_right(xs, tokens)
-    if i == 0:
-        return points[0][1]
-    if i == len(points) or mode == "steps":
-        return points[i - 1][1]
-    (t0, r0), (t1, r1) = points[i - 1], points[i]
-    return r0 + (r1 - r0) * (tokens - t0) / (t1 - t0)
 
 
 class MaskRatioSchedule(L.Callback):

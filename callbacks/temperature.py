@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import lightning as L
 
+from mmbert_pl.schedules import value_at
+from mmbert_pl.step_values import report
+
 from .clock import tokens_at_step_start
-from .milestones import value_at
-from .reporting import report
 
 
 class TemperatureSchedule(L.Callback):

@@ -38,7 +38,7 @@ class BatchGeometry:
 
 def steps_for(budget: float, tokens_per_round: int, accumulate: int, warmup_tokens: float, k_min: int) -> int:
     """Optimizer steps until the budget is reached, counting the smaller steps of the batch warmup."""
-    from callbacks.batch_warmup import accumulation_at
+    from .schedules import accumulation_at
 
     tokens, steps = 0, 0
     while tokens < warmup_tokens and tokens < budget:

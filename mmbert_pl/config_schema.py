@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from callbacks.lr import SHAPES
+from .schedules import SHAPES
 
 from .model.attention import BACKENDS
 from .model.config import CONFIGS

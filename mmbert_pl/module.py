@@ -7,7 +7,7 @@ import lightning as L
 import torch
 import torchmetrics
 
-from callbacks.reporting import logs_this_batch
+from .step_values import logs_this_batch
 
 from .masking import mask_seed
 from .model import EncoderConfig, MMBertForMaskedLM

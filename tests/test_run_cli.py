@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from callbacks.lr import LRSchedule
-from callbacks.mask_ratio import mask_ratio_at
+from mmbert_pl.schedules import mask_ratio_at
 
 
 def run_cli(*overrides: str, runs: Path, cache: Path) -> subprocess.CompletedProcess:

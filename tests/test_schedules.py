@@ -3,8 +3,10 @@ import math
 
 import pytest
 
-from callbacks.lr import LRSchedule, lr_factor
-from callbacks.mask_ratio import MaskRatioSchedule, mask_ratio_at
+from callbacks.lr import LRSchedule
+from mmbert_pl.schedules import lr_factor
+from callbacks.mask_ratio import MaskRatioSchedule
+from mmbert_pl.schedules import mask_ratio_at
 
 W, T, D, A = 3e9, 100e9, 40e9, 0.02
 
@@ -59,7 +61,7 @@ def test_mask_ratio_points() -> None:
 
 
 def test_batch_warmup_gives_every_size_the_same_number_of_steps() -> None:
-    from callbacks.batch_warmup import accumulation_at
+    from mmbert_pl.schedules import accumulation_at
     from mmbert_pl.batch_geometry import steps_for
 
     k_min, k_max, warmup, per_round = 1, 12, 60e9, 8 * 48 * 1024      # mmBERT-base on 8 GPUs: 48-row micro-batches
