@@ -118,3 +118,15 @@ def test_batch_warmup_grows_the_global_batch_in_equal_steps(tmp_path: Path) -> N
     sizes = [int(float(r["schedule/global_batch_rows"])) for r in rows if r.get("schedule/global_batch_rows")]
     assert sizes == [8] * (4 * 1) + [16] * (4 * 2) + [24] * (4 * 3) + [32] * (6 * 4)
     assert max(float(r["perf/tokens_seen"]) for r in rows if r.get("perf/tokens_seen")) == 12 * 32 * 512
+
+
+@pytest.mark.slow
+def test_validation_over_forty_languages_draws_one_bar_a_few_times(tmp_path: Path) -> None:
+    """Lightning's bar restarts and prints for each validation dataloader (one per language, over 80 lines here);
+    ours is one bar over all of them, drawn about ten times."""
+    result = run_cli("trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.limit_val_batches=1",
+                     "callbacks.retrieval.every=null", runs=tmp_path / "runs", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if "Validation" in line]
+    assert 0 < len(lines) <= 15 and not any("DataLoader" in line for line in lines), lines
+    assert "(40 languages)" in lines[-1] and "40/40" in lines[-1]
