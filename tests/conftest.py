@@ -44,3 +44,10 @@ def trained_run(tmp_path_factory) -> Path:
                             capture_output=True, text=True, env=env, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return base / "runs" / "sample"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the trained default run is slow (the run takes a minute or more), marked or not."""
+    for item in items:
+        if "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
