@@ -243,6 +243,8 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
                 for i, entry in finished:
                     record(todo[i].label, entry)
     except BaseException:    # Ctrl-C, a worker's error, a full disk: what finished stays finished
+        for partial in out.glob(".tmp-*"):       # languages the stopped workers had in flight (a rerun redoes them)
+            shutil.rmtree(partial, ignore_errors=True)
         manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
         with contextlib.suppress(OSError):      # best effort: the error to report is the one that stopped the run
             write_manifest(out, manifest)
