@@ -27,10 +27,6 @@ SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 class Preempted(Exception):
     """Raised once the preemption checkpoint is written, so that Lightning skips every end-of-training hook."""
 
-    def __init__(self, signal_name: str, step: int, checkpoint: Path) -> None:
-        super().__init__(f"{signal_name}: saved {checkpoint} at step {step}")
-        self.step = step
-
 
 class Preemption(L.Callback):
     def __init__(self, checkpoint: Path, requeue: bool = True) -> None:
@@ -58,14 +54,15 @@ class Preemption(L.Callback):
             return
         trainer.save_checkpoint(self.checkpoint, weights_only=False)
         name = signal.Signals(self.received).name if self.received else "a signal on another rank"
+        saved = f"{name}: saved {self.checkpoint} at step {trainer.global_step}"
         if trainer.is_global_zero:
-            print(f"{name}: saved {self.checkpoint} at step {trainer.global_step}; rerun the same command to resume", flush=True)
+            print(f"{saved}; rerun the same command to resume", flush=True)
             if self.requeue and self.received in (signal.SIGUSR1, signal.SIGUSR2) and os.environ.get("SLURM_JOB_ID"):
                 job = os.environ.get("SLURM_ARRAY_JOB_ID")
                 job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ["SLURM_JOB_ID"]
                 result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
                 print(f"scontrol requeue {job}: {'ok' if result.returncode == 0 else result.stderr.strip()}", flush=True)
-        raise Preempted(name, trainer.global_step, self.checkpoint)
+        raise Preempted(saved)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for sig, handler in self._previous.items():

@@ -6,10 +6,9 @@ of an interrupted run and are rebuilt.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from .write_errors import writing
+from .write_errors import write_atomically
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -31,11 +30,7 @@ def read_manifest(root: str | Path) -> dict | None:
 
 
 def write_manifest(root: str | Path, manifest: dict) -> None:
-    path = manifest_path(root)
-    tmp = path.with_suffix(".json.tmp")
-    with writing(path):
-        tmp.write_text(_dumps(manifest))
-    os.replace(tmp, path)
+    write_atomically(manifest_path(root), _dumps(manifest))
 
 
 def _dumps(manifest: dict) -> str:

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .readers import BadInput, discover
-from .write_errors import write_problem, writing
+from .write_errors import write_atomically, write_problem
 
 SPECIAL_PIECES = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "mask": "<mask>"}
 GEMMA_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
@@ -153,10 +153,7 @@ def train_tokenizer(input_dir: str | Path, out: str | Path, vocab_size: int, mod
         raise ValueError(f"--vocab-size {vocab_size}: the text sampled from {input_dir} ({sample_chars:,} characters at most) "
                          f"gives only {pieces:,} pieces; ask for --vocab-size {pieces} or less, or give more text "
                          f"(--sample-chars, more input). Nothing was written")
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with writing(out):
-        tmp.write_bytes(model.getvalue())
-    tmp.replace(out)
+    write_atomically(out, model.getvalue())
     return check_tokenizer(out)
 
 

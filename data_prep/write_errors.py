@@ -3,7 +3,8 @@
 ENOSPC and the others reach us in several disguises: a plain OSError without a file name (a buffered
 write), torch's `RuntimeError: [enforce fail at inline_container.cc] unexpected pos` with the OSError as
 its context, or safetensors' `... (os error 28)`. `writing(path)` turns any of them into an OSError that
-names `path`; `write_problem` finds it in an exception chain and words it.
+names `path`; `write_problem` finds it in an exception chain and words it; `write_atomically` writes a
+small file that a reader sees whole or not at all, and says which file it could not write.
 """
 from __future__ import annotations
 
@@ -68,3 +69,12 @@ def writing(path: str | Path) -> Iterator[None]:
         if found is None or found[1] is not None:
             raise
         raise OSError(found[0], os.strerror(found[0]), str(path)) from e
+
+
+def write_atomically(path: str | Path, data: str | bytes) -> None:
+    """`path.tmp`, then renamed over `path`: a reader (a rerun, a requeued job) sees the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with writing(path):
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)

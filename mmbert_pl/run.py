@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -83,13 +82,9 @@ def plugins() -> list:
 
 
 def write_json(path: Path, value: dict) -> None:
-    """Atomically: a reader (a rerun, a requeued job) sees the old file or the new one."""
-    from data_prep.write_errors import writing
+    from data_prep.write_errors import write_atomically
 
-    tmp = path.with_name(path.name + ".tmp")
-    with writing(path):
-        tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(value, indent=1) + "\n")
 
 
 def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -226,18 +221,20 @@ def fit(cfg: DictConfig, run_dir: Path, plan, rank_zero: bool) -> int:
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
         except Preempted:
             return 3
-    unreadable = last.exists() and checkpoint_problem(last)
-    if unreadable or checkpoint_problem(last, trainer.global_step):
+    problem = checkpoint_problem(last, trainer.global_step)
+    if problem:
         # last.ckpt must hold the final step: the step cadence need not end on it, and the newest checkpoint may be
         # unreadable while the one resumed from had already ended the run. Every rank takes part in the save.
+        unreadable = last.exists() and checkpoint_problem(last)
         trainer.save_checkpoint(last, weights_only=False)
         if unreadable:
             print(f"{last} was unreadable ({unreadable}); rewrote it from the final state (step {trainer.global_step}, "
                   f"resumed from {resume})", flush=True)
+        problem = checkpoint_problem(last, trainer.global_step)     # the rewrite reads back
     if trainer.global_rank != 0:
         return 0
     hf_dir = export_hf(module.model, run_dir / "hf", tokenizer_model=tok_path)
-    if problem := checkpoint_problem(last, trainer.global_step) or export_problem(hf_dir):
+    if problem := problem or export_problem(hf_dir):
         raise RuntimeError(f"the results of {run_dir} do not read back ({problem}); finished.json is not written")
     finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir)}
     write_json(finished_file, finished)

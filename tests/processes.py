@@ -3,12 +3,25 @@ for, and its limit is generous (a loaded 2-core machine is several times slower 
 reached, fails naming what did not happen, with the end of the process's output."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 LIMIT = 1800.0          # seconds; a limit, never a wait
+
+
+def run_env(tmp: Path, cache: Path) -> dict:
+    """The environment of a `python -m mmbert_pl.run` whose runs go under `tmp/runs` and data cache is `cache`."""
+    return {**os.environ, "MMBERT_RUNS": str(tmp / "runs"), "MMBERT_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+def launch(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """`python -m mmbert_pl.run ARGS` in its own process group (signal it with os.killpg), output to `log`."""
+    return subprocess.Popen([sys.executable, "-m", "mmbert_pl.run", *args], env=env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run(cmd: list[str], what: str, env: dict | None = None, limit: float = LIMIT, **kw) -> subprocess.CompletedProcess:

@@ -14,24 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.processes import run, wait_exit, wait_until
+from tests.processes import launch, run, run_env, wait_exit, wait_until
 
 pytestmark = pytest.mark.slow
 
 QUIET = ["trainer.progress_bar=false", "trainer.val_check_interval=1000"]
 
 
-def env_for(tmp: Path, cache: Path) -> dict:
-    return {**os.environ, "MMBERT_RUNS": str(tmp / "runs"), "MMBERT_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-
-
 def run_cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "mmbert_pl.run", *args], f"mmbert_pl.run {' '.join(args)}", env=env)
-
-
-def launch(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mmbert_pl.run", *args], env=env, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def group_ends(pgid: int, within: float) -> bool:
@@ -68,7 +59,7 @@ def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_traini
     args = ["model=small", "data.micro_batch=2", "data.global_batch_rows=2", "trainer.max_steps=50", "data.num_workers=2",
             "callbacks.retrieval.every=1.0", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=1000",
             "trainer.log_every_n_steps=1", *QUIET]
-    env, run_dir, log = env_for(tmp_path, cache), tmp_path / "runs" / "sample", tmp_path / "log.txt"
+    env, run_dir, log = run_env(tmp_path, cache), tmp_path / "runs" / "sample", tmp_path / "log.txt"
     proc = launch(args, env, log)
     wait_until("step 3", lambda: steps_logged(run_dir) >= 3, proc, log)
     os.killpg(proc.pid, signal.SIGTERM)             # the whole job, loader workers included, as a cluster signals it
@@ -104,7 +95,7 @@ SHORT = ["trainer.max_steps=40", "callbacks.checkpoint_every_n_steps=20", "callb
 
 
 def test_a_corrupt_newest_checkpoint_at_the_end_is_rewritten_before_the_run_says_finished(cache: Path, tmp_path: Path) -> None:
-    env, run_dir = env_for(tmp_path, cache), tmp_path / "runs" / "sample"
+    env, run_dir = run_env(tmp_path, cache), tmp_path / "runs" / "sample"
     assert run_cli(SHORT, env).returncode == 0
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])       # cut short, as by a crash mid-copy
@@ -124,7 +115,7 @@ def test_a_corrupt_newest_checkpoint_at_the_end_is_rewritten_before_the_run_says
 
 
 def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_owner(cache: Path, tmp_path: Path) -> None:
-    env, run_dir, log = env_for(tmp_path, cache), tmp_path / "runs" / "sample", tmp_path / "first.txt"
+    env, run_dir, log = run_env(tmp_path, cache), tmp_path / "runs" / "sample", tmp_path / "first.txt"
     longer = [*SHORT, "trainer.max_steps=200"]             # still training when the second one starts
     first = launch(longer, env, log)
     wait_until("a first training step", lambda: steps_logged(run_dir) >= 1, first, log)
@@ -135,7 +126,7 @@ def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_owner(cache: P
     assert not list((run_dir / "checkpoints").glob("*-v*.ckpt")), "two runs wrote checkpoints side by side"
     # The lock dies with its owner: after a SIGKILL the same command takes the folder over and resumes.
     killed_dir, killed_log = tmp_path / "k" / "runs" / "sample", tmp_path / "killed.txt"
-    killed_env = env_for(tmp_path / "k", cache)
+    killed_env = run_env(tmp_path / "k", cache)
     proc = launch(SHORT, killed_env, killed_log)
     wait_until("step 25", lambda: steps_logged(killed_dir) >= 25, proc, killed_log)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -151,9 +142,9 @@ def test_metrics_keep_their_rows_across_preemption_and_resume(cache: Path, tmp_p
 
     args = ["trainer.max_steps=60", "callbacks.checkpoint_every_n_steps=20", "callbacks.sample_log=true",
             "trainer.progress_bar=false", "trainer.val_check_interval=30", "callbacks.retrieval.every=null"]
-    whole = env_for(tmp_path / "whole", cache)
+    whole = run_env(tmp_path / "whole", cache)
     assert run_cli(args, whole).returncode == 0
-    env, run_dir = env_for(tmp_path / "cut", cache), tmp_path / "cut" / "runs" / "sample"
+    env, run_dir = run_env(tmp_path / "cut", cache), tmp_path / "cut" / "runs" / "sample"
     for n, (step, sig) in enumerate(((35, signal.SIGTERM), (47, signal.SIGKILL))):
         log = tmp_path / f"log{n}.txt"
         proc = launch(args, env, log)

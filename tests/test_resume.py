@@ -12,22 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.processes import run, wait_exit, wait_until
+from tests.processes import launch, run, run_env, wait_exit, wait_until
 
 pytestmark = pytest.mark.slow
 
 ARGS = ["+stage=sample_cascade", "trainer.max_steps=36", "data.global_batch_rows=16", "callbacks.batch_warmup.share=0.25",
         "callbacks.checkpoint_every_n_steps=2", "callbacks.keep_last_checkpoints=2", "callbacks.sample_log=true",
         "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
-
-
-def env_for(tmp: Path, cache: Path) -> dict:
-    return {**os.environ, "MMBERT_RUNS": str(tmp / "runs"), "MMBERT_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-
-
-def launch(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mmbert_pl.run", *args], env=env, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def logged(samples: Path) -> list[list[str]]:
@@ -55,7 +46,7 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, cache: Path) -> Path:
     tmp = tmp_path_factory.mktemp("whole")
-    result = cli(ARGS, env_for(tmp, cache), "the uninterrupted run")
+    result = cli(ARGS, run_env(tmp, cache), "the uninterrupted run")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return tmp / "runs" / "tiny-sample_cascade"
 
@@ -107,7 +98,7 @@ def finish_and_compare(uninterrupted: Path, run_dir: Path, env: dict) -> subproc
 
 def test_sigkill_at_three_points_resumes_exactly(uninterrupted: Path, cache: Path, tmp_path: Path) -> None:
     warmup_end, milestone, second = phases(logged(uninterrupted / "samples"))
-    env, run_dir = env_for(tmp_path, cache), tmp_path / "runs" / "tiny-sample_cascade"
+    env, run_dir = run_env(tmp_path, cache), tmp_path / "runs" / "tiny-sample_cascade"
     interrupt([(warmup_end // 2, signal.SIGKILL), ((milestone + second) // 2 - 2, signal.SIGKILL), (second + 1, signal.SIGKILL)],
               run_dir, env, tmp_path)
     # The newest checkpoint is truncated (a crash mid-copy on a network filesystem): reported, the previous one used.
@@ -119,7 +110,7 @@ def test_sigkill_at_three_points_resumes_exactly(uninterrupted: Path, cache: Pat
 
 def test_sigusr1_and_sigterm_save_the_current_step_and_resume_exactly(uninterrupted: Path, cache: Path, tmp_path: Path) -> None:
     warmup_end, milestone, _ = phases(logged(uninterrupted / "samples"))
-    env, run_dir = env_for(tmp_path, cache), tmp_path / "runs" / "tiny-sample_cascade"
+    env, run_dir = run_env(tmp_path, cache), tmp_path / "runs" / "tiny-sample_cascade"
     interrupt([(warmup_end // 2 + 1, signal.SIGUSR1), (milestone + 1, signal.SIGTERM)], run_dir, env, tmp_path)
     finish_and_compare(uninterrupted, run_dir, env)
 
@@ -137,7 +128,7 @@ def rows_by_step(path: Path) -> dict[int, set[int]]:
 
 def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(cache: Path, tmp_path: Path) -> None:
     def run(name: str, *extra: str) -> Path:
-        result = cli([*DDP, *extra], env_for(tmp_path / name, cache), f"the {name} run")
+        result = cli([*DDP, *extra], run_env(tmp_path / name, cache), f"the {name} run")
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         return tmp_path / name / "runs" / "sample"
 
@@ -151,7 +142,7 @@ def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(cache: P
         assert r0[step] | r1[step] == single[step]     # and together the very rows one process trains on
     assert weights(one)["tokens_seen"] == weights(two)["tokens_seen"] == 12 * 16 * 512
 
-    env, killed = env_for(tmp_path / "killed", cache), tmp_path / "killed" / "runs" / "sample"
+    env, killed = run_env(tmp_path / "killed", cache), tmp_path / "killed" / "runs" / "sample"
     proc = launch([*DDP, "trainer=cpu_ddp"], env, tmp_path / "ddp-log.txt")
     wait_for_step(proc, killed / "samples", 7, tmp_path / "ddp-log.txt")
     os.killpg(proc.pid, signal.SIGKILL)
@@ -173,7 +164,7 @@ def test_simulated_slurm_requeue_resumes_in_the_same_folder(uninterrupted: Path,
     (bin_dir / "scontrol").chmod(0o755)
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "mmbert", "SLURM_PROCID": "0",
              "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    env, run_dir = {**env_for(tmp_path, cache), **slurm}, tmp_path / "runs" / "tiny-sample_cascade"
+    env, run_dir = {**run_env(tmp_path, cache), **slurm}, tmp_path / "runs" / "tiny-sample_cascade"
     proc = launch(ARGS, env, tmp_path / "job.txt")
     wait_for_step(proc, run_dir / "samples", 9, tmp_path / "job.txt")
     os.killpg(proc.pid, signal.SIGUSR1)
@@ -189,7 +180,7 @@ def test_sweep_jobs_get_their_own_folders_and_resume_independently(cache: Path, 
     args = ["-m", "optimizer.lr=1e-3,2e-3", "trainer.max_steps=24", "callbacks.checkpoint_every_n_steps=2",
             "callbacks.sample_log=true", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000",
             "trainer.progress_bar=false"]
-    env = env_for(tmp_path, cache)
+    env = run_env(tmp_path, cache)
     sweep = tmp_path / "runs" / "sample-sweep"
     proc = launch(args, env, tmp_path / "sweep1.txt")
     wait_until("step 9 of the sweep's first job",
