@@ -1,8 +1,9 @@
 """MLM masking, done inside `training_step` (ecosystem-notes §2.4; recipe §3), on the host since the
 masks decide which tokens the device gets (`step_inputs.py`).
 
-Each non-padding position is chosen with probability p; of the chosen, 80% become `<mask>`,
-10% a random ordinary token (never a special id), 10% stay. The generator is seeded from
+Each position holding an ordinary token is chosen with probability p; framing and special tokens
+(bos, eos, cls, sep, pad, mask, unk) never are. Of the chosen, 80% become `<mask>`, 10% a random
+ordinary token (never a special id), 10% stay. The generator is seeded from
 (seed, step, rank, micro-batch), so a resumed run masks exactly like an uninterrupted one.
 """
 from __future__ import annotations
@@ -17,6 +18,13 @@ def mask_seed(seed: int, step: int, rank: int, micro: int) -> int:
     return x % (2**63 - 1)
 
 
+def ordinary_lookup(random_pool: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(vocab_size,) bool: True for the ids masking may choose, the tokenizer's ordinary pieces."""
+    table = torch.zeros(vocab_size, dtype=torch.bool)
+    table[random_pool] = True
+    return table
+
+
 def mlm_mask(
     input_ids: torch.Tensor,
     ratio: float,
@@ -28,7 +36,8 @@ def mlm_mask(
     """(inputs, labels): labels hold the original id where chosen, -100 elsewhere.
 
     `random_pool` lists the ids random replacement may draw (the tokenizer's ordinary pieces);
-    `maskable` (bool, same shape) excludes padding; by default every position is maskable.
+    `maskable` (bool, same shape) says which positions may be chosen (`ordinary_lookup(pool)[ids]`
+    leaves special tokens alone); by default every position is maskable.
     """
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")

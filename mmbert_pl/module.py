@@ -9,7 +9,7 @@ import torchmetrics
 
 from .step_values import logs_this_batch
 
-from .masking import mask_seed
+from .masking import mask_seed, ordinary_lookup
 from .model import EncoderConfig, MMBertForMaskedLM
 from .model.encoder import MLMOutput
 from .optim import StableAdamW, parameter_groups
@@ -44,6 +44,7 @@ class MLMModule(L.LightningModule):
         if compile:
             self.model.compile_blocks()
         self.random_pool = torch.tensor(random_pool, dtype=torch.long)   # on the host, where masks are drawn
+        self.ordinary = ordinary_lookup(self.random_pool, model.vocab_size)   # the ids masking may choose
         self.mask_ratio = mask_ratio             # the mask-ratio schedule sets this before each step
         # Global tokens trained on, padding included (Composer's count): the clock every schedule reads.
         # `tokens` is the host copy the schedules read; the buffer carries it in checkpoints and state_dicts.
@@ -61,7 +62,7 @@ class MLMModule(L.LightningModule):
         return batch
 
     def _forward(self, batch: dict, ratio: float, seed: int) -> tuple[StepInputs, MLMOutput]:
-        x = step_inputs(batch, ratio, self.hparams.mask_id, self.random_pool, seed, self.device)
+        x = step_inputs(batch, ratio, self.hparams.mask_id, self.random_pool, seed, self.device, self.ordinary)
         return x, self.model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -27,10 +27,11 @@ class StepInputs:
 
 
 def step_inputs(batch: dict, ratio: float, mask_id: int, random_pool: torch.Tensor, seed: int,
-                device: torch.device) -> StepInputs:
-    """Packed rows (on the host) -> the masked flat stream and its labels on `device`."""
+                device: torch.device, ordinary: torch.Tensor) -> StepInputs:
+    """Packed rows (on the host) -> the masked flat stream and its labels on `device`. `ordinary`
+    (`masking.ordinary_lookup`): the ids that may be masked; special and framing tokens stay as they are."""
     ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
-    inputs, labels = mlm_mask(ids, ratio, mask_id, random_pool, torch.Generator().manual_seed(seed))
+    inputs, labels = mlm_mask(ids, ratio, mask_id, random_pool, torch.Generator().manual_seed(seed), ordinary[ids])
     positions = (labels != -100).nonzero().squeeze(1)
     moved = to_device(torch.cat([inputs, positions, labels[positions]]), device)
     inputs, positions, targets = moved.split([inputs.numel(), positions.numel(), positions.numel()])

@@ -118,3 +118,32 @@ def test_masking_is_reproducible_from_the_seed() -> None:
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
     with pytest.raises(ValueError, match="mask ratio"):
         mlm_mask(ids, 1.0, 4, pool, torch.Generator())
+
+
+def test_framing_and_special_tokens_are_never_masked_or_drawn(shard_dir, tokenizer_model) -> None:
+    """Real packed rows of the sample: every document is framed [bos] ... [eos]. At a 90% ratio over many
+    seeds, no bos/eos/pad/unk/mask position is chosen or changed, and no random replacement is a special id."""
+    from streaming import StreamingDataset
+
+    from data_prep.tokenizer import load_tokenizer, ordinary_ids
+    from mmbert_pl.data.rows import collate_rows, flatten_rows
+    from mmbert_pl.masking import ordinary_lookup
+    from mmbert_pl.step_inputs import step_inputs
+
+    sp = load_tokenizer(tokenizer_model)
+    special = torch.tensor([sp.piece_to_id(p) for p in ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")])
+    pool = torch.tensor(ordinary_ids(tokenizer_model))
+    assert not torch.isin(special, pool).any()
+    ds = StreamingDataset(local=str(shard_dir / "eng_Latn"), split="train", shuffle=False, batch_size=4)
+    batch = collate_rows([ds[i] for i in range(4)])
+    ids, _, _ = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
+    framing = torch.isin(ids, special)
+    assert framing.sum() >= 2                                   # a bos and an eos at least
+    ordinary = ordinary_lookup(pool, sp.get_piece_size())
+    for seed in range(20):
+        x = step_inputs(batch, 0.9, sp.piece_to_id("<mask>"), pool, seed, torch.device("cpu"), ordinary)
+        assert not framing[x.positions].any()
+        assert torch.equal(x.input_ids[framing], ids[framing])
+        changed = (x.input_ids != ids) & (x.input_ids != sp.piece_to_id("<mask>"))
+        assert changed.any() and not torch.isin(x.input_ids[changed], special).any()
+        assert x.positions.numel() > 0.8 * (~framing).sum()
