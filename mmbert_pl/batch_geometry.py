@@ -52,7 +52,7 @@ def batch_geometry(cfg: DictConfig, row_length: int) -> BatchGeometry:
     the batch warmup (a share of the budget) makes the first steps smaller."""
     devices, micro = cfg.trainer.devices * cfg.trainer.num_nodes, cfg.data.micro_batch
     rows = cfg.data.global_batch_rows
-    accumulate = rows // (micro * devices) if rows else cfg.trainer.accumulate_grad_batches
+    accumulate = rows // (micro * devices) if rows else (cfg.trainer.accumulate_grad_batches or 1)
     per_round = micro * devices * row_length
     warmup = cfg.callbacks.batch_warmup
     if cfg.trainer.max_tokens is not None:

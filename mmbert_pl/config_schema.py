@@ -42,7 +42,7 @@ class DataConf:
     num_workers: int = 0
     num_canonical_nodes: int = 1
     boost: dict[str, float] = field(default_factory=dict)   # ISO code or label -> multiplier of its n^τ weight
-    global_batch_rows: Optional[int] = None   # None: micro_batch x devices x trainer.accumulate_grad_batches
+    global_batch_rows: Optional[int] = None   # rows per step (a stage sets it), or trainer.accumulate_grad_batches
     row_length: Optional[int] = None          # expected row length of the shards (a stage sets it); checked
     sample: SampleConf = field(default_factory=SampleConf)
 
@@ -62,10 +62,10 @@ class TrainerConf:
     devices: int = 1                    # per node
     num_nodes: int = 1
     precision: Optional[str] = None     # None: bf16-mixed on GPU, 32-true on CPU
-    max_steps: int = 300
-    max_tokens: Optional[float] = None  # the budget in tokens (padding included); when set, it decides max_steps
-    accumulate_grad_batches: int = 1
-    val_check_interval: int = 100
+    max_steps: Optional[int] = None     # the budget in optimizer steps (trainer/*.yaml sets it), or ...
+    max_tokens: Optional[float] = None  # ... in tokens (padding included; a stage sets it). Exactly one of the two.
+    accumulate_grad_batches: Optional[int] = None   # micro-batches per step (null: 1); or data.global_batch_rows
+    val_check_interval: int = 100       # optimizer steps between validations (always at the end of a step)
     limit_val_batches: int = 4
     log_every_n_steps: int = 10
     logger: str = "csv"                 # csv | tensorboard | wandb (offline)
@@ -85,7 +85,8 @@ class LRConf:
 
 @dataclass
 class MaskConf:
-    """None: the constant `mask_ratio`; else [[budget share, ratio], ...] annealed by `mode`."""
+    """None: the constant top-level `mask_ratio`; else [[budget share, ratio], ...] annealed by `mode`
+    (with `mask_ratio: null`: one of the two sets the ratio)."""
     points: Any = None
     mode: str = "linear"
 
@@ -134,16 +135,39 @@ class RunConf:
     runs_dir: str = "${oc.env:MMBERT_RUNS,runs}"
     run_dir: str = "${runs_dir}/${experiment}"
     seed: int = 21
-    mask_ratio: float = 0.3
+    mask_ratio: Optional[float] = None  # a constant ratio (config.yaml: 0.3), or callbacks.mask.points; not both
     val_mask_ratio: float = 0.15
     budget_scale: float = 1.0           # multiplies trainer.max_tokens: the same recipe shrunk (or grown)
-    init_from: Optional[str] = None     # weights to start a stage from: our .ckpt or a Hugging Face directory
-    init_optimizer: bool = False        # also keep its optimizer moments (our .ckpt only)
+    init_from: Optional[str] = None     # the previous stage's .ckpt: its weights and optimizer state; the clock restarts
+    init_weights_only: bool = False     # take only the weights, with fresh moments (a merged or HF model needs it)
     recipe: Any = None                  # per-model values a stage file picks from with ${recipe.${model.name}.KEY}
 
 
 def register() -> None:
     ConfigStore.instance().store(name="schema", node=RunConf)
+
+
+def one_setting_each(cfg: Any) -> list[str]:
+    """Pairs of keys that set the same thing: exactly one of each is set, so no value is silently dropped.
+    (A stage file sets one and nulls the other: `trainer.max_steps: null` beside its `max_tokens`.)"""
+    t, problems = cfg.trainer, []
+    if t.max_steps is not None and t.max_tokens is not None:
+        problems.append(f"trainer.max_steps={t.max_steps} and trainer.max_tokens={t.max_tokens:g} both set the budget: "
+                        f"keep one (trainer.max_tokens=null to count steps in this stage's batch; budget_scale=F to shrink "
+                        f"a stage's token budget)")
+    if t.max_steps is None and t.max_tokens is None:
+        problems.append("no budget: set trainer.max_steps=N (optimizer steps) or trainer.max_tokens=T")
+    if cfg.data.global_batch_rows is not None and t.accumulate_grad_batches is not None:
+        problems.append(f"data.global_batch_rows={cfg.data.global_batch_rows} and trainer.accumulate_grad_batches="
+                        f"{t.accumulate_grad_batches} both set the batch: keep one (data.global_batch_rows=null to "
+                        f"accumulate a fixed number of micro-batches)")
+    points = cfg.callbacks.mask.points
+    if points is not None and cfg.mask_ratio is not None:
+        problems.append(f"mask_ratio={cfg.mask_ratio} and callbacks.mask.points={list(map(list, points))} both set the "
+                        f"mask ratio: keep one (mask_ratio=null to anneal through the points, or callbacks.mask.points=null)")
+    if points is None and cfg.mask_ratio is None:
+        problems.append("no mask ratio: set mask_ratio=R or callbacks.mask.points=[[share, ratio], ...]")
+    return problems
 
 
 def validate(cfg: Any) -> None:
@@ -159,15 +183,18 @@ def validate(cfg: Any) -> None:
     need(cfg.model.loss_chunk_rows > 0, f"model.loss_chunk_rows={cfg.model.loss_chunk_rows}: must be > 0")
     need(cfg.model.global_rope_theta > 0 and cfg.model.local_rope_theta > 0, "RoPE θ must be > 0")
     for key in ("mask_ratio", "val_mask_ratio"):
-        need(0 < cfg[key] < 1, f"{key}={cfg[key]}: must be in (0, 1)")
+        need(cfg[key] is None or 0 < cfg[key] < 1, f"{key}={cfg[key]}: must be in (0, 1)")
     need(cfg.data.temperature > 0, f"data.temperature={cfg.data.temperature}: must be > 0")
     need(cfg.data.max_epochs > 0, f"data.max_epochs={cfg.data.max_epochs}: must be > 0")
     need(cfg.data.micro_batch > 0, f"data.micro_batch={cfg.data.micro_batch}: must be > 0")
     need(cfg.data.num_workers >= 0, f"data.num_workers={cfg.data.num_workers}: must be >= 0")
-    need(cfg.trainer.max_steps > 0, f"trainer.max_steps={cfg.trainer.max_steps}: the budget must be > 0 steps")
-    need(cfg.trainer.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches must be > 0")
+    for problem in one_setting_each(cfg):
+        need(False, problem)
+    need(cfg.trainer.max_steps is None or cfg.trainer.max_steps > 0, f"trainer.max_steps={cfg.trainer.max_steps}: the budget must be > 0 steps")
+    accumulate = cfg.trainer.accumulate_grad_batches
+    need(accumulate is None or accumulate > 0, f"trainer.accumulate_grad_batches={accumulate}: must be > 0")
     need(cfg.trainer.max_tokens is None or cfg.trainer.max_tokens > 0, f"trainer.max_tokens={cfg.trainer.max_tokens}: the budget must be > 0 tokens")
-    need(not cfg.init_optimizer or bool(cfg.init_from), "init_optimizer=true needs init_from=<a .ckpt of ours>")
+    need(not cfg.init_weights_only or bool(cfg.init_from), "init_weights_only=true needs init_from=<a model>")
     need(cfg.budget_scale > 0, f"budget_scale={cfg.budget_scale}: must be > 0")
     need(cfg.budget_scale == 1 or cfg.trainer.max_tokens is not None, "budget_scale scales trainer.max_tokens: set it (a stage does)")
     rows = cfg.data.global_batch_rows
@@ -189,7 +216,7 @@ def validate(cfg: Any) -> None:
     bw = cfg.callbacks.batch_warmup
     need(0 <= bw.share <= 1 and bw.min_accumulate >= 1,
          f"callbacks.batch_warmup: share={bw.share} must be in [0, 1], min_accumulate={bw.min_accumulate} >= 1")
-    full = rows // per_pass if rows else cfg.trainer.accumulate_grad_batches
+    full = rows // per_pass if rows else (accumulate or 1)
     need(bw.share == 0 or bw.min_accumulate < full,
          f"callbacks.batch_warmup.min_accumulate={bw.min_accumulate} must be below the full batch's {full} micro-batch rounds")
     ret = cfg.callbacks.retrieval

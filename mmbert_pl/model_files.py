@@ -23,6 +23,12 @@ def read_state(path: str | Path) -> tuple[EncoderConfig | None, dict[str, torch.
     if path.is_dir():
         model = import_hf(path, attn_backend="sdpa")
         return model.cfg, model.state_dict(), None
+    checkpoint = load_checkpoint(path)
+    return checkpoint_config(checkpoint), checkpoint_weights(checkpoint), checkpoint.get("global_step")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """One of our `.ckpt` files as saved (weights, hyper-parameters, optimizer and loop state)."""
     if not path.is_file():
         raise ValueError(f"{path} does not exist; give one of our .ckpt files or a Hugging Face ModernBERT directory")
     try:
@@ -31,9 +37,16 @@ def read_state(path: str | Path) -> tuple[EncoderConfig | None, dict[str, torch.
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); is the file complete?") from e
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint of this project (no state_dict)")
-    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    return checkpoint
+
+
+def checkpoint_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+def checkpoint_config(checkpoint: dict) -> EncoderConfig | None:
     hp = (checkpoint.get("hyper_parameters") or {}).get("model")
-    return (EncoderConfig(**hp) if hp else None), state, checkpoint.get("global_step")
+    return EncoderConfig(**hp) if hp else None
 
 
 def read_model(path: str | Path, attn_backend: str = "sdpa") -> MMBertForMaskedLM:

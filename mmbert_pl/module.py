@@ -29,17 +29,18 @@ class MLMModule(L.LightningModule):
                  val_mask_ratio: float = 0.15, val_languages: list[str] | None = None, lr: float = 8e-4,
                  betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, weight_decay: float = 8e-5,
                  seed: int = 21, attn_backend: str = "auto", accumulate: int = 1, compile: bool = False,
-                 loss_chunk_rows: int = 2048, compile_optimizer: bool = False) -> None:
+                 loss_chunk_rows: int = 2048, compile_optimizer: bool = False, tokenizer_sha256: str | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.accumulate = accumulate             # micro-batches per optimizer step; the batch warmup sets it
         self.micro_index = 0                     # micro-batches done in the current optimizer step
-        self.initial_optimizer_state: dict | None = None   # a previous stage's moments (init_from + init_optimizer)
+        self.initial_optimizer_state: dict | None = None   # a previous stage's optimizer state (init_from=)
         self.save_hyperparameters({"model": model.to_dict(), "mask_id": mask_id, "mask_ratio": mask_ratio,
                                    "val_mask_ratio": val_mask_ratio, "val_languages": val_languages, "lr": lr,
                                    "betas": betas, "eps": eps, "weight_decay": weight_decay, "seed": seed,
                                    "attn_backend": attn_backend, "compile": compile,
-                                   "loss_chunk_rows": loss_chunk_rows, "compile_optimizer": compile_optimizer})
+                                   "loss_chunk_rows": loss_chunk_rows, "compile_optimizer": compile_optimizer,
+                                   "tokenizer_sha256": tokenizer_sha256})   # init_from= refuses another tokenizer
         self.model = MMBertForMaskedLM(model, attn_backend=attn_backend, loss_chunk_rows=loss_chunk_rows)
         if compile:
             self.model.compile_blocks()
@@ -121,7 +122,7 @@ class MLMModule(L.LightningModule):
             self.log("val/acc", torch.stack(accs).mean())
 
     def on_fit_start(self) -> None:
-        """A new stage may keep the previous stage's moments, under this stage's LR and weight decay."""
+        """A chained stage starts from the previous stage's optimizer state, under this stage's LR and weight decay."""
         if self.initial_optimizer_state is None or self.trainer.ckpt_path:
             return
         optimizer = self.trainer.optimizers[0]

@@ -125,17 +125,29 @@ def train(cfg: DictConfig, run_dir: Path) -> int:
     from .run_plan import plan_run
 
     plan = plan_run(cfg)                     # every check of config and data, before the run folder is touched
+    initial = initial_state(cfg, plan, run_dir)
     lock = RunLock(run_dir) if is_global_rank_zero() else None
     if lock:
         lock.acquire()
     try:
-        return fit(cfg, run_dir, plan, lock is not None)
+        return fit(cfg, run_dir, plan, initial, lock is not None)
     finally:
         if lock:
             lock.release()
 
 
-def fit(cfg: DictConfig, run_dir: Path, plan, rank_zero: bool) -> int:
+def initial_state(cfg: DictConfig, plan, run_dir: Path):
+    """`init_from=`, read and checked, on a stage's first launch only: later launches resume its own checkpoint."""
+    from .checkpointing import newest_checkpoint
+    from .init_from import read_initial_state
+
+    ckpt_dir = run_dir / "checkpoints"
+    if not cfg.init_from or (ckpt_dir.exists() and newest_checkpoint(ckpt_dir)):
+        return None
+    return read_initial_state(cfg.init_from, plan.model, plan.manifest["tokenizer"]["sha256"], cfg.init_weights_only)
+
+
+def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     import lightning as L
     import torch
 
@@ -147,7 +159,6 @@ def fit(cfg: DictConfig, run_dir: Path, plan, rank_zero: bool) -> int:
 
     from .checkpointing import RollingCheckpoint, checkpoint_problem, newest_checkpoint
     from .hf import export_hf, export_problem
-    from .init_from import load_initial_weights, load_optimizer_moments
     from .metrics_csv import logged_batches
     from .module import MLMModule
 
@@ -176,18 +187,16 @@ def fit(cfg: DictConfig, run_dir: Path, plan, rank_zero: bool) -> int:
     for seg in dm.segments:
         print(f"segment {seg.start:,}-{seg.end:,} tokens: {seg.languages} ({len(seg.labels)} languages), τ={seg.temperature}\n{seg.mixture.table()}")
     L.seed_everything(cfg.seed, workers=True)
-    module = MLMModule(plan.model, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=cfg.mask_ratio,
+    module = MLMModule(plan.model, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=plan.schedules.mask.at(0),
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
                        betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps, weight_decay=cfg.optimizer.weight_decay,
                        seed=cfg.seed, attn_backend=cfg.model.attn_backend, accumulate=geo.accumulate,
                        compile=cfg.model.compile, loss_chunk_rows=cfg.model.loss_chunk_rows,
-                       compile_optimizer=cfg.optimizer.compile)
-    if cfg.init_from and resume is None:     # a stage's first launch; later launches resume its own checkpoint
-        load_initial_weights(module.model, cfg.init_from)
-        if cfg.init_optimizer:
-            module.initial_optimizer_state = load_optimizer_moments(cfg.init_from)
-        print(f"initialised weights{' and optimizer moments' if cfg.init_optimizer else ''} from {cfg.init_from}; "
-              f"this stage's clock starts at 0")
+                       compile_optimizer=cfg.optimizer.compile, tokenizer_sha256=tok["sha256"])
+    if initial and resume is None:
+        module.model.load_state_dict(initial.weights)
+        module.initial_optimizer_state = initial.optimizer
+        print(initial.describe())
     every = cfg.callbacks.checkpoint_every_tokens
     checkpoint = RollingCheckpoint(cfg.callbacks.keep_last_checkpoints, dirpath=ckpt_dir, filename="step{step:07.0f}",
                                    auto_insert_metric_name=False, save_last=True,

@@ -71,7 +71,7 @@ def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
     stages = [("pretrain", 1024, 10000.0, "data.global_batch_rows=4"), ("ext", 8192, 160000.0, "data.global_batch_rows=1"),
               ("decay_all", 8192, 160000.0, "data.global_batch_rows=1")]
     for stage, rows, theta, batch in stages:
-        extra = [f"init_from={previous}", "init_optimizer=true"] if previous else []
+        extra = [f"init_from={previous}"] if previous else []
         result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"+stage={stage}", *common, batch, *extra],
                                 capture_output=True, text=True, env=env, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -80,37 +80,67 @@ def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
         hf = json.loads((run_dir / "hf" / "config.json").read_text())
         assert hf["global_rope_theta"] == hf["local_rope_theta"] == theta
         if previous:
-            assert f"initialised weights and optimizer moments from {previous}" in result.stdout
+            assert f"initialised weights and optimizer state (Adam moments after" in result.stdout
         previous = run_dir / "checkpoints" / "last.ckpt"
     assert "fao_Latn" in result.stdout                                  # decay_all brings the low-resource languages
 
 
-def test_init_optimizer_keeps_moments_under_the_new_lr(tmp_path: Path, shard_dir: Path, tokenizer_model: Path) -> None:
-    import lightning as L
+def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_moments(tmp_path: Path) -> None:
+    """Three real runs of the CLI: A (3 steps), then B from A's last.ckpt (the default: weights and optimizer state)
+    and W from it with init_weights_only=true, each 1 step on the same rows. Both compute the same gradient g at their
+    first step (same weights, rows and masks). StableAdamW folds bias correction into the betas (b_t = (β^t - β) /
+    (β^t - 1), so b_1 = 0 and m_W = g); B is at t = 4, so m_B = b1_4·m_A + (1 - b1_4)·m_W, and likewise for v.
+    With zeroed moments m_B would equal m_W. B's step counts go on from A's; B's LR is its own stage's."""
+    import torch
 
-    from data_prep.tokenizer import ordinary_ids
-    from mmbert_pl.data.datamodule import MixtureDataModule
-    from mmbert_pl.init_from import load_optimizer_moments
-    from mmbert_pl.model import named_config
-    from mmbert_pl.module import MLMModule
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(tmp_path / "cache")}
+    quiet = ["trainer.progress_bar=false", "callbacks.retrieval.every=null", "trainer.limit_val_batches=1"]
 
-    def fit(lr: float, steps: int, state=None) -> tuple[L.Trainer, MLMModule]:
-        module = MLMModule(named_config("tiny"), ordinary_ids(tokenizer_model), lr=lr, attn_backend="sdpa")
-        module.initial_optimizer_state = state
-        trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, limit_val_batches=0)
-        trainer.fit(module, datamodule=MixtureDataModule(str(shard_dir), "pretrain", 0.7, steps * 4 * 1024, 4))
-        return trainer, module
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *quiet, *overrides], capture_output=True,
+                                text=True, env=env, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
 
-    first, _ = fit(8e-4, 3)
-    first.save_checkpoint(tmp_path / "a.ckpt")
-    state = load_optimizer_moments(tmp_path / "a.ckpt")
-    second, _ = fit(4e-4, 1, state)
-    opt = second.optimizers[0]
-    assert all(g["lr"] == 4e-4 and g["max_lr"] == 4e-4 for g in opt.param_groups)
-    assert opt.state[opt.param_groups[0]["params"][0]]["step"] == 4           # 3 steps carried over + 1
-    with pytest.raises(ValueError, match="no optimizer state"):
-        load_optimizer_moments(tmp_path)
+    def optimizer_state(experiment: str) -> tuple[dict, list[dict]]:
+        ckpt = torch.load(tmp_path / "runs" / experiment / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        state = ckpt["optimizer_states"][0]
+        return state["state"], state["param_groups"]
+
+    run("experiment=a", "trainer.max_steps=3")
+    a_ckpt = tmp_path / "runs" / "a" / "checkpoints" / "last.ckpt"
+    b = run("experiment=b", f"init_from={a_ckpt}", "trainer.max_steps=1", "optimizer.lr=4e-4")
+    assert f"initialised weights and optimizer state (Adam moments after 3 steps) from {a_ckpt}" in b.stdout
+    w = run("experiment=w", f"init_from={a_ckpt}", "init_weights_only=true", "trainer.max_steps=1", "optimizer.lr=4e-4")
+    assert "fresh optimizer moments" in w.stdout
+    (a, _), (b_state, b_groups), (w_state, _) = optimizer_state("a"), optimizer_state("b"), optimizer_state("w")
+    b1, b2 = ((beta**4 - beta) / (beta**4 - 1) for beta in (0.9, 0.95))
+    assert {int(s["step"]) for s in b_state.values()} == {4} and {int(s["step"]) for s in w_state.values()} == {1}
+    assert all(g["max_lr"] == 4e-4 for g in b_groups)
+    for i in a:
+        m, v = (b1 * a[i]["exp_avg"] + (1 - b1) * w_state[i]["exp_avg"], b2 * a[i]["exp_avg_sq"] + (1 - b2) * w_state[i]["exp_avg_sq"])
+        assert torch.allclose(b_state[i]["exp_avg"], m, rtol=1e-4, atol=1e-10)
+        assert torch.allclose(b_state[i]["exp_avg_sq"], v, rtol=1e-4, atol=1e-14)
+    assert sum(not torch.allclose(b_state[i]["exp_avg"], w_state[i]["exp_avg"], rtol=0.05) for i in a) > len(a) // 2
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model=small"], "model hidden_size is 64 there, 384 here"),
+    (["model.name=base"], "model hidden_size is 64 there, 768 here; model intermediate_size is 96 there, 1152 here"),
+])
+def test_init_from_another_model_shape_names_the_field(overrides: list[str], message: str, trained_run: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
+    result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'checkpoints' / 'last.ckpt'}",
+                             "trainer.max_steps=1", *overrides], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()                             # refused before the run folder is made
+
+
+def test_init_from_without_optimizer_state_asks_for_weights_only(trained_run: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
+    result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'hf'}", "trainer.max_steps=1"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 2 and "holds no optimizer state" in result.stderr and "init_weights_only=true" in result.stderr
 
 
 def test_slurm_launcher_renders_one_task_per_gpu_the_warning_signal_and_requeue(tmp_path) -> None:
@@ -128,3 +158,23 @@ def test_slurm_launcher_renders_one_task_per_gpu_the_warning_signal_and_requeue(
     for flag in ("--ntasks-per-node=8", "--gpus-per-node=8", "--signal=USR2@90", "--requeue"):
         assert f"#SBATCH {flag}\n" in script, flag
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.requeue
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["+stage=ext", "trainer.max_steps=20"], ["trainer.max_steps=20", "trainer.max_tokens=6e+11", "both set the budget"]),
+    (["+stage=pretrain", "trainer.accumulate_grad_batches=4"], ["data.global_batch_rows=4608", "trainer.accumulate_grad_batches=4"]),
+    (["+stage=sample_cascade", "mask_ratio=0.2"], ["mask_ratio=0.2", "callbacks.mask.points", "both set the mask ratio"]),
+    (["callbacks.mask.points=[[0,0.3],[1,0.1]]"], ["mask_ratio=0.3", "both set the mask ratio"]),
+    (["trainer.max_steps=null"], ["no budget"]),
+])
+def test_two_keys_for_one_setting_are_refused_at_compose_time(overrides: list[str], named: list[str]) -> None:
+    """No key is dropped without a word: where two keys set the same thing, setting both is an error naming both."""
+    with pytest.raises(ValueError) as refused:
+        composed(*overrides)
+    assert all(n in str(refused.value) for n in named), str(refused.value)
+
+
+def test_one_key_of_each_pair_composes() -> None:
+    assert composed("+stage=ext", "trainer.max_tokens=null", "trainer.max_steps=20").trainer.max_steps == 20
+    assert composed("+stage=pretrain", "data.global_batch_rows=null", "trainer.accumulate_grad_batches=4").trainer.accumulate_grad_batches == 4
+    assert composed("+stage=sample_cascade").callbacks.mask.points[1] == [0.3333333, 0.15]
