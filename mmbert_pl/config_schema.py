@@ -34,6 +34,7 @@ class SampleConf:
 @dataclass
 class DataConf:
     root: Optional[str] = None          # a folder written by data_prep.shards; None: the bundled sample, prepared once
+    counts: Optional[str] = None        # plan only: languages and tokens from a language_counts.csv (`mmbert`), no shards
     cache_dir: str = "${oc.env:MMBERT_CACHE,${oc.env:HOME}/.cache/mmbert_pl}"
     languages: Any = "decay_all"        # a named set (pretrain, ext, decay_cont, decay_eng, decay_all) or a list of labels
     temperature: float = 0.7

@@ -124,6 +124,9 @@ def train(cfg: DictConfig, run_dir: Path) -> int:
     from .run_lock import RunLock, is_global_rank_zero
     from .run_plan import plan_run
 
+    if cfg.data.counts:
+        raise ValueError(f"data.counts={cfg.data.counts} describes a corpus by its token counts, for `python -m mmbert_pl.plan`; "
+                         f"training needs shards: data.root=<a folder data_prep.shards wrote>")
     plan = plan_run(cfg)                     # every check of config and data, before the run folder is touched
     initial = initial_state(cfg, plan, run_dir)
     lock = RunLock(run_dir) if is_global_rank_zero() else None
@@ -155,17 +158,25 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     from callbacks.reporting import ProgressBar
     from callbacks.sample_log import SampleLog
     from callbacks.token_budget import TokenBudget
+    from callbacks.validation_cadence import ValidationCadence
     from data_prep.tokenizer import ordinary_ids
 
     from .checkpointing import RollingCheckpoint, checkpoint_problem, newest_checkpoint
     from .hf import export_hf, export_problem
     from .metrics_csv import logged_batches
     from .module import MLMModule
+    from .run_identity import changed_settings, run_settings
 
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
     last = ckpt_dir / "last.ckpt"
     root, manifest, tok_path, geo, dm = plan.root, plan.manifest, plan.tokenizer, plan.geometry, plan.datamodule
     tok, budget = manifest["tokenizer"], geo.budget
+    resume = newest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
+    settings_file, settings = run_dir / "settings.json", run_settings(cfg, plan)
+    if resume and settings_file.exists() and (changed := changed_settings(json.loads(settings_file.read_text()), settings)):
+        raise ValueError(f"{resume} was trained with other model or recipe settings: {'; '.join(changed)}. Resuming would "
+                         f"train another recipe from its state. Restore them (see {settings_file}), or start a new run "
+                         f"from it: experiment=NEW init_from={resume}")
     finished = finished_result(finished_file)
     if finished:
         print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
@@ -173,13 +184,13 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
               f"experiment=NEW init_from={finished['checkpoint']}")
         return 0
     mixture_file = run_dir / "mixture.json"
-    resume = newest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
     if resume and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
         raise ValueError(f"{resume} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
                          f"or batch geometry changed); resuming would repeat or skip data. Restore the settings of "
                          f"{mixture_file}, or start a new run with experiment=NEW init_from={resume}")
     if rank_zero:
         save_run_config(cfg, run_dir)
+        write_json(settings_file, settings)
         write_json(mixture_file, {"hash": dm.mixture_hash(), "budget": budget,
                                   "segments": [{"start": g.start, "end": g.end, "languages": g.labels, "temperature": g.temperature}
                                                for g in dm.segments]})
@@ -212,10 +223,12 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         precision=t.precision or ("bf16-mixed" if torch.cuda.is_available() and t.accelerator != "cpu" else "32-true"),
         max_steps=geo.max_steps,
-        val_check_interval=t.val_check_interval, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
+        # Lightning's own count (loader batches = micro-batches) never fires: ValidationCadence counts optimizer steps
+        val_check_interval=sys.maxsize, check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir, logged_batches(resume) if resume else None),
-        callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops), preemption, *extra],
+        callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops),
+                   ValidationCadence(t.val_check_interval), preemption, *extra],
         strategy=t.strategy, plugins=plugins(),
         reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
     )

@@ -61,13 +61,19 @@ def plain(value):
     return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
 
 
-def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path]:
-    """(shard folder, its manifest, its tokenizer): `data.root`, or the bundled sample prepared into the cache."""
+def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path | None]:
+    """(shard folder, its manifest, its tokenizer): `data.root`, or the bundled sample prepared into the cache;
+    for a plan over `data.counts`, (the CSV, a manifest made from it, None)."""
     from data_prep.manifest import read_manifest
     from data_prep.tokenizer import file_sha256
 
     from .sample_data import prepare_sample
 
+    if cfg.data.counts:
+        from .data.paper_counts import counts_file, counts_manifest
+
+        path = counts_file(cfg.data.counts)
+        return path, counts_manifest(path, cfg.data.row_length or 1024), None
     s = cfg.data.sample
     row_length = cfg.data.row_length or s.row_length
     root = Path(cfg.data.root) if cfg.data.root else prepare_sample(cfg.data.cache_dir, s.vocab_size, row_length, s.val_fraction)
@@ -97,5 +103,6 @@ def plan_run(cfg: DictConfig) -> RunPlan:
                            num_workers=cfg.data.num_workers, max_epochs=cfg.data.max_epochs,
                            num_canonical_nodes=cfg.data.num_canonical_nodes, vocab_size=model_cfg.vocab_size,
                            boost=dict(cfg.data.boost), language_milestones=languages.milestones,
-                           temperature_milestones=temperatures.milestones, step_tokens=geo.tokens_per_step)
+                           temperature_milestones=temperatures.milestones, step_tokens=geo.tokens_per_step,
+                           manifest=manifest if cfg.data.counts else None)
     return RunPlan(root, manifest, tok_path, geo, model_cfg, scheduled, dm)

@@ -197,3 +197,22 @@ def test_sweep_jobs_get_their_own_folders_and_resume_independently(cache: Path, 
         assert [int(r[0]) for r in logged(sweep / job / "samples")] == list(range(24))
     third = cli(args, env, "the third sweep")
     assert third.returncode == 0 and third.stdout.count("already finished at step 24") == 2
+
+
+@pytest.mark.parametrize("change,named", [
+    ("model.global_rope_theta=160000", "model.global_rope_theta: 10000.0 -> 160000.0"),
+    ("model=small experiment=tiny-sample_cascade", "model.hidden_size: 64 -> 384"),   # its own folder otherwise
+    ("callbacks.lr.shape=linear", "lr_schedule.shape: 1-sqrt -> linear"),
+    ("callbacks.mask.points=[[0,0.3],[0.5,0.1]]", "mask.points"),
+    ("optimizer.weight_decay=0.01", "optimizer.weight_decay: 8e-05 -> 0.01"),
+])
+def test_resuming_with_another_model_or_recipe_setting_is_refused_naming_it(change: str, named: str, uninterrupted: Path,
+                                                                           cache: Path, tmp_path: Path) -> None:
+    """A finished (or interrupted) run rerun with a changed setting: refused before anything is written, the setting
+    named with both values; never "already finished" for a recipe it did not train."""
+    env = {**run_env(tmp_path, cache), "MMBERT_RUNS": str(uninterrupted.parent)}
+    files = lambda: {p: p.stat().st_mtime_ns for p in uninterrupted.rglob("*") if p.is_file() and p.name != "run.lock"}
+    before = files()
+    result = cli([*ARGS, *change.split()], env, f"a rerun with {change}")
+    assert result.returncode == 2 and "other model or recipe settings" in result.stderr and named in result.stderr, result.stderr[-2000:]
+    assert files() == before

@@ -105,6 +105,25 @@ def test_plan_shows_the_cascade_without_training(tmp_path: Path) -> None:
     assert "1.600e-05" in out                                             # the LR ends at 0.02 x 8e-4
 
 
+@pytest.mark.parametrize("stage,languages,steps", [("pretrain", 61, "500,153"), ("ext", 110, "15,895"), ("decay_all", 1834, "2,650")])
+def test_plan_of_the_papers_run_over_its_token_counts_needs_no_shards(stage: str, languages: int, steps: str, tmp_path: Path) -> None:
+    """Every stage of mmBERT base over language_counts.csv: its steps (2.3T / (4608 x 1024) with the batch warmup's
+    smaller steps, ...), its languages (60 / 109 / 1833 + code), each with a share and epochs, and the PNG."""
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
+    result = subprocess.run([sys.executable, "-m", "mmbert_pl.plan", f"+stage={stage}", "model=base", "data=mmbert_counts"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"= {steps} optimizer steps of 4608 rows" in result.stdout
+    assert f"{stage} ({languages} languages)" in result.stdout
+    table = [line.split() for line in result.stdout.splitlines() if len(line.split()) == 4 and line.split()[2].endswith("%")]
+    assert len(table) == languages and {row[0] for row in table} >= {"eng", "code"}
+    assert abs(sum(float(row[2].rstrip("%")) for row in table) - 100) < 0.5 and max(float(row[3]) for row in table) > 0
+    assert (tmp_path / "runs" / f"base-{stage}" / "plan.png").stat().st_size > 10_000
+    refused = subprocess.run([sys.executable, "-m", "mmbert_pl.run", "data=mmbert_counts"], capture_output=True, text=True,
+                             env=env, timeout=600)
+    assert refused.returncode == 2 and "training needs shards: data.root=" in refused.stderr
+
+
 @pytest.mark.slow
 def test_batch_warmup_grows_the_global_batch_in_equal_steps(tmp_path: Path) -> None:
     result = run_cli("trainer.max_steps=12", "data.global_batch_rows=32", "data.micro_batch=8", "callbacks.batch_warmup.share=0.5",

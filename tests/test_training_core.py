@@ -1,4 +1,5 @@
 """A real Lightning Trainer over the sample's shards with the language-mixture DataModule."""
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -172,3 +173,38 @@ def test_resume_mid_segment_serves_the_same_rows(shard_dir: Path, tokenizer_mode
     resumed = run(ckpt_path=str(mid))
     assert sorted(resumed) == list(range(18, 36))
     assert all(resumed[s] == whole[s] for s in range(18, 36))
+
+
+def test_validation_counts_optimizer_steps_and_never_splits_an_accumulation(shard_dir: Path, tokenizer_model: Path) -> None:
+    """3 micro-batches per step after a batch warmup from 1: validation every 4 optimizer steps and at the end, each
+    time right after a step's last micro-batch. Without ValidationCadence, Lightning's val_check_interval=4 counts
+    micro-batches and validates inside accumulations (checked below)."""
+    from callbacks.batch_warmup import BatchWarmup
+    from callbacks.validation_cadence import ValidationCadence
+    from callbacks.token_budget import TokenBudget
+
+    round_tokens, steps = 4 * 1024, 14
+    warmup = 6 * round_tokens                                   # steps of 1, 2, 3 micro-batches, then 3 each
+
+    def validations(cadence: bool) -> list[tuple[int, int]]:
+        seen: list[tuple[int, int]] = []
+
+        class Record(L.Callback):
+            def on_validation_start(self, trainer, pl_module):
+                seen.append((trainer.global_step, pl_module.micro_index))
+
+        budget = round_tokens * (6 + 3 * (steps - 3))
+        dm = MixtureDataModule(str(shard_dir), "pretrain", 0.7, budget, micro_batch=4, step_tokens=3 * round_tokens)
+        module = MLMModule(named_config("tiny"), random_pool=ordinary_ids(tokenizer_model), val_languages=dm.val_labels(),
+                           attn_backend="sdpa", accumulate=3)
+        extra = [ValidationCadence(4)] if cadence else []
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            limit_val_batches=1, num_sanity_val_steps=0, check_val_every_n_epoch=None,
+                            val_check_interval=sys.maxsize if cadence else 4,
+                            callbacks=[BatchWarmup(1, 3, warmup, 4), TokenBudget(budget), *extra, Record()])
+        trainer.fit(module, datamodule=dm)
+        assert trainer.global_step == steps
+        return seen
+
+    assert validations(cadence=True) == [(4, 0), (8, 0), (12, 0), (14, 0)]
+    assert any(micro for _, micro in validations(cadence=False))   # Lightning alone splits an accumulation

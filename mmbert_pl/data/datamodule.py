@@ -104,14 +104,15 @@ class MixtureDataModule(L.LightningDataModule):
                  micro_batch: int, seed: int = 21, num_workers: int = 0, max_epochs: float = 5.0,
                  num_canonical_nodes: int = 1, vocab_size: int | None = None, boost: dict[str, float] | None = None,
                  language_milestones: list[tuple[float, str | list[str]]] = (),
-                 temperature_milestones: list[tuple[float, float]] = (), step_tokens: int | None = None) -> None:
+                 temperature_milestones: list[tuple[float, float]] = (), step_tokens: int | None = None,
+                 manifest: dict | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.budget = budget_tokens
         self.micro_batch, self.seed, self.num_workers = micro_batch, seed, num_workers
         self.max_epochs, self.num_canonical_nodes, self.vocab_size = max_epochs, num_canonical_nodes, vocab_size
         self.boost = boost or {}
-        self.manifest = self._checked_manifest()
+        self.manifest = manifest or self._checked_manifest()   # given: a plan over token counts, no shards
         self.step_tokens = step_tokens or micro_batch * self.row_length
         language_milestones, temperature_milestones = sorted(language_milestones, key=lambda m: m[0]), sorted(temperature_milestones)
         self.segments = [

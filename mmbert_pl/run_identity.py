@@ -1,0 +1,38 @@
+"""What a run is: every model and recipe setting that changes the numbers it trains. A resumed run must match
+its first launch in all of them (the data mixture has its own hash, `mixture.json`); the settings that only
+change how it runs (workers, logger, checkpoint cadence, attention backend, compile) may change."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def run_settings(cfg: DictConfig, plan) -> dict:
+    """Flat {dotted key: value}, from the resolved plan (shares of the budget already turned into tokens)."""
+    s = plan.schedules
+    nested = {
+        "model": {k: v for k, v in plan.model.to_dict().items()},
+        "optimizer": {"lr": cfg.optimizer.lr, "betas": list(cfg.optimizer.betas), "eps": cfg.optimizer.eps,
+                      "weight_decay": cfg.optimizer.weight_decay},
+        "lr_schedule": {"peak": s.lr.peak, "warmup_tokens": s.lr.t_warmup, "decay_tokens": s.lr.t_decay,
+                        "budget_tokens": s.lr.t_max, "alpha_f": s.lr.alpha_f, "shape": s.lr.shape},
+        "mask": {"points": [list(p) for p in s.mask.points], "mode": s.mask.mode, "val_mask_ratio": cfg.val_mask_ratio},
+        "batch_warmup": {"min_accumulate": s.batch.k_min, "accumulate": s.batch.k_max, "tokens": s.batch.warmup_tokens},
+        "seed": cfg.seed,
+        "init_from": cfg.init_from,
+        "init_weights_only": cfg.init_weights_only,
+    }
+    return dict(flatten(nested))
+
+
+def flatten(value, prefix: str = ""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from flatten(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], value
+
+
+def changed_settings(first: dict, now: dict) -> list[str]:
+    """'key: first -> now' for every setting that differs (a key only one side has counts as changed)."""
+    return [f"{k}: {first.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in sorted(set(first) | set(now))
+            if first.get(k) != now.get(k)]
