@@ -258,7 +258,8 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     hf_dir = export_hf(module.model, run_dir / "hf", tokenizer_model=tok_path)
     if problem := problem or export_problem(hf_dir):
         raise RuntimeError(f"the results of {run_dir} do not read back ({problem}); finished.json is not written")
-    finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir)}
+    finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir),
+                "data_root": str(root)}
     write_json(finished_file, finished)
     print(f"finished at step {trainer.global_step}: checkpoint {last}; Hugging Face export {hf_dir}; logs in {run_dir}")
     return 0
