@@ -18,6 +18,7 @@ from callbacks.mask_ratio import MaskRatioSchedule
 from callbacks.token_budget import TokenBudget
 from data_prep.packing import BestFitPacker
 from mmbert_pl.data.rows import collate_rows, flatten_rows
+from mmbert_pl.masking import ordinary_lookup
 from mmbert_pl.model import MMBertForMaskedLM, named_config
 from mmbert_pl.model.attention import torch_varlen_attn
 from mmbert_pl.module import MLMModule
