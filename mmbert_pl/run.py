@@ -172,6 +172,11 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     root, manifest, tok_path, geo, dm = plan.root, plan.manifest, plan.tokenizer, plan.geometry, plan.datamodule
     tok, budget = manifest["tokenizer"], geo.budget
     resume = newest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
+    mixture_file = run_dir / "mixture.json"
+    if resume and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
+        raise ValueError(f"{resume} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
+                         f"or batch geometry changed); resuming would repeat or skip data. Restore the settings of "
+                         f"{mixture_file}, or start a new run with experiment=NEW init_from={resume}")
     settings_file, settings = run_dir / "settings.json", run_settings(cfg, plan)
     if resume and settings_file.exists() and (changed := changed_settings(json.loads(settings_file.read_text()), settings)):
         raise ValueError(f"{resume} was trained with other model or recipe settings: {'; '.join(changed)}. Resuming would "
@@ -183,11 +188,6 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
               f"Hugging Face export {finished['hf_export']}. To train on, start a new run from it: "
               f"experiment=NEW init_from={finished['checkpoint']}")
         return 0
-    mixture_file = run_dir / "mixture.json"
-    if resume and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
-        raise ValueError(f"{resume} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
-                         f"or batch geometry changed); resuming would repeat or skip data. Restore the settings of "
-                         f"{mixture_file}, or start a new run with experiment=NEW init_from={resume}")
     if rank_zero:
         save_run_config(cfg, run_dir)
         write_json(settings_file, settings)

@@ -5,7 +5,7 @@ key and value rows and its output-projection columns; layers, MLP width, vocabul
 stay. Any pair of shapes with that relation works (hidden and heads divided by the same stride).
 
     python -m mmbert_pl.shrink --model runs/base/checkpoints/last.ckpt --to small --out small-init/
-    python -m mmbert_pl.run model=small init_from=small-init/model.ckpt ...
+    python -m mmbert_pl.run model=small init_from=small-init/model.ckpt init_weights_only=true ...
 """
 from __future__ import annotations
 
