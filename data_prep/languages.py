@@ -1,6 +1,8 @@
 """mmBERT's language sets (recipe §7), read from the shipped `language_counts.csv` (MIT, see its SOURCE note).
 
-Codes in the CSV are bare ISO 639-3 (plus `code`); corpora label languages `<iso639-3>_<Script>`.
+Codes in the CSV are bare ISO 639-3 (plus `code`); corpora label languages `<iso639-3>_<Script>`, and
+source code `code` or, split by programming language, `code_<name>` (`code_python`, `code_cpp`): every
+sub-stream counts as `code`, so a named set that has `code` takes all of them.
 `labels_for` maps a set onto the labels a corpus actually has (a language may have several scripts).
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 COUNTS_CSV = Path(__file__).with_name("language_counts.csv")
-LABEL_RE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
+LABEL_RE = re.compile(r"^([a-z]{3}_[A-Z][a-z]{3}|code|code_[a-z0-9]+)$")
 
 # Named set -> CSV column. ext, decay_cont and decay_eng share the 109 + code languages.
 SET_COLUMNS = {
@@ -43,6 +45,7 @@ def is_label(label: str) -> bool:
 
 
 def code_of(label: str) -> str:
+    """`rus_Cyrl` -> `rus`; `code_python` -> `code`."""
     return label.split("_", 1)[0]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from .write_errors import write_atomically
 
 MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.model"      # inside the shard folder; the manifest names it relative to the folder
 FORMAT_VERSION = 1
 
 
@@ -59,4 +60,5 @@ def new_manifest(row_length: int, tokenizer: dict, command: list[str], settings:
         "settings": settings,
         "columns": {"input_ids": f"ndarray:uint32:{row_length}", "cu_seqlens": "ndarray:int32"},
         "languages": {},
+        "empty": {},                                   # labels with no training rows, and why
     }

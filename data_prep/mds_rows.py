@@ -140,5 +140,10 @@ class RowWriter:
     def finish(self) -> None:
         if self._samples:
             self._flush()
-        with open(self.out / "index.json", "w") as f:
-            json.dump({"shards": self.shards, "version": 2}, f, sort_keys=True)
+        write_index(self.out, self.shards)
+
+
+def write_index(folder: Path, shards: list[dict]) -> None:
+    """`index.json` as streaming's MDSWriter writes it."""
+    with open(folder / "index.json", "w") as f:
+        json.dump({"shards": shards, "version": 2}, f, sort_keys=True)

@@ -2,36 +2,45 @@
 
     python -m data_prep.shards --input DIR --tokenizer FILE.model --out DIR --row-length N [--workers N]
 
-Each language becomes `OUT/<lang>/{train,val}/` (MDS: `input_ids` ndarray:uint32:<row length>,
-padding id 0; `cu_seqlens` ndarray:int32 piece boundaries within the row). Validation
-documents are chosen by a hash of (seed, document index), so parallel corpora hold out the same
-documents in every language. Languages are written to a temporary folder and renamed when complete;
-the manifest lists complete languages only (rewritten at most once a second, and at the end), so a
-rerun skips them and redoes any other.
-Worker processes take whole languages, largest first.
+Each label becomes `OUT/<label>/{train,val}/` (MDS: `input_ids` ndarray:uint32:<row length>, padding id 0;
+`cu_seqlens` ndarray:int32 piece boundaries within the row); a split with no rows has no folder, and the
+manifest says why (`val_note`). Held-out documents: `holdout.py`. The tokenizer is copied to
+`OUT/tokenizer.model`, so the folder is self-contained: copy or sync it anywhere.
+
+Work is cut into units below the language (`units.py`), taken largest first by worker processes. A unit
+is written to a `.tmp-` folder and renamed when complete; a language cut into several is assembled (its
+shards linked under one index) once all are done, and listed in the manifest, which a rerun reads: after a
+crash or a kill -9 the same command redoes only the units that were in flight, and writes the same bytes.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
+import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .manifest import new_manifest, read_manifest, write_manifest
-from .mds_rows import RowWriter, check_compression, parse_size
+from .holdout import Holdout, language_holdout
+from .manifest import TOKENIZER_FILE, new_manifest, read_manifest, write_manifest
+from .mds_rows import RowWriter, check_compression, parse_size, write_index
 from .packing import BestFitPacker, split_document
-from .readers import BadInput, LanguageSource, discover
-from .tokenizer import TokenizerInfo, check_tokenizer, load_tokenizer
+from .readers import BadInput, LanguageSource, discover, file_records
+from .remote import check_remote_url, upload_folder
+from .tokenizer import TokenizerInfo, check_tokenizer, file_sha256, load_tokenizer
+from .units import Unit, plan_units
 from .workers import run_in_workers
-from .write_errors import write_problem, writing
+from .write_errors import write_atomically, write_problem, writing
+
+UNITS = ".units"                 # finished units of languages not yet assembled
+UNIT_RECORD = "unit.json"
+HELD_OUT = "heldout.jsonl"       # with --parallel: the held-out documents' text and line numbers, for retrieval
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class ShardSettings:
     shard_size: str = "64mb"
     text_field: str = "text"
     max_chars: int = 1_000_000
+    unit_size: str = "64mb"       # input bytes per work unit (a plain file is cut at lines, Parquet at row groups)
+    parallel: bool = False        # line i of every language's file is the same document: keep held-out text for retrieval
     batch_chars: int = 1 << 16    # text (chars or UTF-8 bytes) per tokenizer call: ~64K keeps its output in cache
 
     def validate(self) -> None:
@@ -58,40 +69,29 @@ class ShardSettings:
             raise ValueError(f"--val-docs must be >= 0, got {self.val_docs}")
         if not 1 <= self.min_tail <= self.row_length:
             raise ValueError(f"--min-tail must be in [1, row length], got {self.min_tail}")
-        for option, check, value in (("--compression", check_compression, self.compression), ("--shard-size", parse_size, self.shard_size)):
+        for option, check, value in (("--compression", check_compression, self.compression), ("--shard-size", parse_size, self.shard_size),
+                                     ("--unit-size", parse_size, self.unit_size)):
             try:
                 check(value)
             except ValueError as e:
                 raise ValueError(f"{option}: {e}") from None
 
 
-def holdout_score(seed: int, index: int) -> float:
-    """A uniform number per (seed, document index): the same documents are held out in every language."""
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def validation_indices(source: LanguageSource, s: ShardSettings) -> set[int] | None:
-    """With --val-docs: the N usable documents with the lowest hold-out score. None means "use the fraction"."""
-    if s.val_docs is None:
-        return None
-    indices = [i for i, _ in source.records(BadInput(), s.text_field, s.max_chars)]
-    return set(sorted(indices, key=lambda i: holdout_score(s.seed, i))[: s.val_docs])
-
-
 class _Split:
-    """One output split of a language: packer, writer and counters."""
+    """One output split of a unit: packer, writer (made at the first row: an empty split writes no folder) and counters."""
 
     def __init__(self, path: Path, s: ShardSettings) -> None:
+        self.path, self.settings = path, s
         self.packer = BestFitPacker(s.row_length, s.open_rows, s.min_split)
-        self.writer = RowWriter(path, s.row_length, compression=s.compression, size_limit=s.shard_size)
+        self.writer: RowWriter | None = None
         self.docs = self.pieces = self.rows = self.tokens = self.dropped = 0
         self.last_used = 0
-        self.row_length = s.row_length
-        self.min_tail = s.min_tail
 
     def _write(self, rows) -> None:
         for row in rows:
+            if self.writer is None:
+                self.writer = RowWriter(self.path, self.settings.row_length, compression=self.settings.compression,
+                                        size_limit=self.settings.shard_size)
             self.writer.write_row(row)
             self.rows += 1
             self.tokens += row.used
@@ -99,7 +99,7 @@ class _Split:
 
     def add(self, framed: np.ndarray) -> None:
         """One document, already framed with BOS/EOS by the tokenizer."""
-        pieces, lost = split_document(framed, self.row_length, self.min_tail)
+        pieces, lost = split_document(framed, self.settings.row_length, self.settings.min_tail)
         self.docs += 1
         self.pieces += len(pieces)
         self.dropped += lost
@@ -110,13 +110,13 @@ class _Split:
 
     def finish(self) -> dict:
         self._write(self.packer.finish())
-        self.writer.finish()
-        # The language's one final partial row does not count against packing efficiency.
-        full_rows = self.rows - (1 if self.last_used < self.row_length else 0)
-        full_tokens = self.tokens - (self.last_used if self.last_used < self.row_length else 0)
-        efficiency = full_tokens / (full_rows * self.row_length) if full_rows else 1.0
+        if self.writer is not None:
+            self.writer.finish()
+        # The unit's one final partial row does not count against packing efficiency.
+        partial = self.rows and self.last_used < self.settings.row_length
+        full_rows, full_tokens = self.rows - partial, self.tokens - (self.last_used if partial else 0)
         return {"docs": self.docs, "pieces": self.pieces, "rows": self.rows, "tokens": self.tokens,
-                "packing_efficiency": round(efficiency, 6)}
+                "full_rows": full_rows, "full_tokens": full_tokens, "dropped": self.dropped}
 
 
 class _ThrottledReport:
@@ -137,45 +137,62 @@ class _ThrottledReport:
         self.tokens, self.since = 0, time.monotonic()
 
 
-def process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo, s: ShardSettings, progress=None) -> dict:
-    """Tokenize, frame, split, pack and write one language; returns its manifest entry. A write that fails
-    (a full disk) raises an OSError naming the language's folder; its partial `.tmp-` folder is removed."""
-    tmp = out_root / f".tmp-{source.label}"
+def unit_folder(out_root: Path, unit: Unit) -> Path:
+    """Where a finished unit lives: a one-unit language is written as the language folder itself."""
+    return out_root / unit.label if unit.count == 1 else out_root / UNITS / unit.label / str(unit.number)
+
+
+def process_unit(unit: Unit, src: LanguageSource, out_root: Path, tok: TokenizerInfo, s: ShardSettings,
+                 holdout: Holdout | None, progress=None) -> dict:
+    """Tokenize, frame, split, pack and write one unit into a `.tmp-` folder renamed when complete; returns its
+    record (the manifest entry of a one-unit language). A write that fails (a full disk) raises an OSError
+    naming the folder; the partial folder is removed."""
+    final = unit_folder(out_root, unit)
+    tmp = final.with_name(f".tmp-{final.name}" if unit.count > 1 else f".tmp-{unit.label}")
     try:
-        with writing(out_root / source.label):
-            return _process_language(source, out_root, tok, s, progress)
+        with writing(final):
+            for leftover in (tmp, final):
+                shutil.rmtree(leftover, ignore_errors=True)
+            if holdout is None:       # a one-unit language decides its hold-out from its own records
+                holdout = language_holdout(src, s.seed, s.val_fraction, s.val_docs, s.text_field, s.max_chars, whole=True)
+            record = _write_unit(unit, tmp, tok, s, holdout, progress)
+            if unit.count > 1:
+                write_atomically(tmp / UNIT_RECORD, json.dumps(record, sort_keys=True))
+            else:
+                record = language_entry(src, [record], holdout, s.row_length)
+            os.replace(tmp, final)
+            return record
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo, s: ShardSettings, progress) -> dict:
-    tmp, final = out_root / f".tmp-{source.label}", out_root / source.label
-    for leftover in (tmp, final):
-        shutil.rmtree(leftover, ignore_errors=True)
+def _write_unit(unit: Unit, tmp: Path, tok: TokenizerInfo, s: ShardSettings, holdout: Holdout, progress) -> dict:
     sp = load_tokenizer(tok.path)
-    val_set = validation_indices(source, s)
+    tmp.mkdir(parents=True)
     train, val = _Split(tmp / "train", s), _Split(tmp / "val", s)
+    held_out_text = open(tmp / HELD_OUT, "w", encoding="utf-8") if s.parallel else None
     bad = BadInput()
     batch: list[tuple[int, str | bytes]] = []
-
-    def is_val(indices: list[int]) -> list[bool]:
-        if val_set is not None:
-            return [i in val_set for i in indices]
-        return [holdout_score(s.seed, i) < s.val_fraction for i in indices]
+    report = _ThrottledReport(progress, unit.label)
 
     def flush() -> None:
         # One thread per worker (parallelism is ours); the tokenizer adds BOS/EOS (check_tokenizer read them from it)
         # and returns arrays, which skips building a Python int per token.
         encoded = sp.encode([t for _, t in batch], add_bos=True, add_eos=True, num_threads=1, return_type="numpy")
-        for held_out, framed in zip(is_val([i for i, _ in batch]), encoded):
-            (val if held_out else train).add(framed)
+        for (index, text), framed in zip(batch, encoded):
+            if holdout.is_val(unit.file, index, unit.source.held_out):
+                val.add(framed)
+                if held_out_text is not None:
+                    held_out_text.write(json.dumps({"line": index, "text": text.decode() if isinstance(text, bytes) else text},
+                                                   ensure_ascii=False) + "\n")
+            else:
+                train.add(framed)
         report.add(sum(map(len, encoded)))
         batch.clear()
 
     chars = 0
-    report = _ThrottledReport(progress, source.label)
-    for record in source.records(bad, s.text_field, s.max_chars, utf8=True):
+    for record in file_records(unit.source, bad, s.text_field, s.max_chars, utf8=True, span=unit.span, first=unit.first):
         batch.append(record)
         chars += len(record[1])
         if chars >= s.batch_chars:
@@ -184,10 +201,75 @@ def _process_language(source: LanguageSource, out_root: Path, tok: TokenizerInfo
     if batch:
         flush()
     report.send()
-    entry = {"train": train.finish(), "val": val.finish(), "dropped_tail_tokens": train.dropped + val.dropped,
-             "bad": bad.to_dict(), "layout": source.layout}
-    os.replace(tmp, final)
+    if held_out_text is not None:
+        held_out_text.close()
+    return {"unit": unit.describe(), "train": train.finish(), "val": val.finish(), "bad": bad.to_dict()}
+
+
+def language_entry(src: LanguageSource, records: list[dict], holdout: Holdout, row_length: int) -> dict:
+    """The manifest entry of a language from its units' records."""
+    def total(split: str) -> dict:
+        parts = [r[split] for r in records]
+        summed = {k: sum(p[k] for p in parts) for k in ("docs", "pieces", "rows", "tokens")}
+        slots, full = sum(p["full_rows"] for p in parts) * row_length, sum(p["full_tokens"] for p in parts)
+        return {**summed, "packing_efficiency": round(full / slots, 6) if slots else 1.0}
+
+    bad = BadInput()
+    for r in records:
+        bad.add(r["bad"])
+    entry = {"train": total("train"), "val": total("val"), "bad": bad.to_dict(), "layout": src.layout, "units": len(records),
+             "dropped_tail_tokens": sum(r[split]["dropped"] for r in records for split in ("train", "val"))}
+    if not entry["val"]["rows"]:
+        entry["val_note"] = holdout.note or ("its test/ files hold no usable documents" if holdout.by_test_files
+                                             else "no document scored below --val-fraction")
     return entry
+
+
+def assemble_language(src: LanguageSource, out_root: Path, records: list[dict], holdout: Holdout, row_length: int) -> dict:
+    """A language cut into units becomes one folder: each split's shards, renumbered in unit order, linked (not
+    copied) from the unit folders under one index.json; the same bytes however the build was interrupted."""
+    tmp, final = out_root / f".tmp-{src.label}", out_root / src.label
+    units = out_root / UNITS / src.label
+    for leftover in (tmp, final):
+        shutil.rmtree(leftover, ignore_errors=True)
+    with writing(final):
+        for split in ("train", "val"):
+            shards = []
+            for number in range(len(records)):
+                index = units / str(number) / split / "index.json"
+                if not index.exists():
+                    continue
+                for shard in json.loads(index.read_text())["shards"]:
+                    shards.append(_relinked(shard, units / str(number) / split, tmp / split, len(shards)))
+            if shards:
+                write_index(tmp / split, shards)
+        if src_parallel := [units / str(n) / HELD_OUT for n in range(len(records)) if (units / str(n) / HELD_OUT).exists()]:
+            tmp.mkdir(parents=True, exist_ok=True)
+            with open(tmp / HELD_OUT, "wb") as f:
+                for part in src_parallel:
+                    f.write(part.read_bytes())
+        tmp.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+    return language_entry(src, records, holdout, row_length)
+
+
+def _relinked(shard: dict, source: Path, target: Path, number: int) -> dict:
+    """A shard's index entry under its new number, its file hard-linked (copied across file systems) into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    shard = json.loads(json.dumps(shard))
+    for form in ("raw_data", "zip_data"):
+        stored = shard.get(form)
+        if not stored:
+            continue
+        old = stored["basename"]
+        new = f"shard.{number:05}.mds" + old.split(".mds", 1)[1]
+        stored["basename"] = new
+        if (source / old).exists():
+            try:
+                os.link(source / old, target / new)
+            except OSError:
+                shutil.copyfile(source / old, target / new)
+    return shard
 
 
 def check_writable(out: Path) -> None:
@@ -200,57 +282,139 @@ def check_writable(out: Path) -> None:
         raise ValueError(f"output folder {out} is not writable ({e.strerror}); choose another --out") from None
 
 
+def place_tokenizer(tok: TokenizerInfo, out: Path) -> TokenizerInfo:
+    """The tokenizer travels inside the shard folder (`tokenizer.model`, checked by sha256 wherever it is read),
+    so a copy or bucket sync of the folder is all a node needs."""
+    inside = out / TOKENIZER_FILE
+    if not inside.exists() or file_sha256(inside) != tok.sha256:
+        write_atomically(inside, Path(tok.path).read_bytes())
+    return replace(tok, path=str(inside.resolve()))
+
+
+def _finished_units(out: Path, plans: dict[str, list[Unit]]) -> dict[str, dict[int, dict]]:
+    """Records of the units a previous run finished, for the same input and cut; any other unit folder is removed."""
+    finished: dict[str, dict[int, dict]] = {}
+    for label, units in plans.items():
+        folder = out / UNITS / label
+        if len(units) == 1 or not folder.is_dir():
+            continue
+        for unit in units:
+            record_file = folder / str(unit.number) / UNIT_RECORD
+            if record_file.exists() and json.loads(record_file.read_text()).get("unit") == unit.describe():
+                finished.setdefault(label, {})[unit.number] = json.loads(record_file.read_text())
+            else:
+                shutil.rmtree(folder / str(unit.number), ignore_errors=True)
+    return finished
+
+
+def check_resumable(manifest: dict, out: Path, settings: ShardSettings, tok: TokenizerInfo) -> None:
+    if manifest["row_length"] != settings.row_length:
+        raise ValueError(f"{out} holds rows of {manifest['row_length']} tokens, not {settings.row_length}; use another --out")
+    if manifest["tokenizer"]["sha256"] != tok.sha256:
+        raise ValueError(f"{out} was made with another tokenizer (sha256 {manifest['tokenizer']['sha256'][:12]}...); use another --out")
+    changed = [f"{k}: {manifest['settings'].get(k)!r} there, {v!r} now" for k, v in asdict(settings).items()
+               if k != "batch_chars" and manifest["settings"].get(k) != v]
+    if changed:
+        raise ValueError(f"{out} was built with other settings ({'; '.join(changed)}); rerun with the same options to "
+                         f"finish it, or use another --out")
+
+
 def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, settings: ShardSettings,
                  workers: int = 1, languages: list[str] | None = None, command: list[str] | None = None,
                  show_progress: bool = True) -> dict:
-    """Build (or complete) a shard folder; every check runs before any language is processed."""
+    """Build (or complete) a shard folder; every check runs before any unit is processed."""
     settings.validate()
     out = Path(out)
-    sources = discover(input_dir, languages)
+    sources = discover(input_dir, languages, settings.text_field)
+    if settings.parallel and (several := sorted(k for k, src in sources.items() if len(src.files) != 1 or src.files[0].kind == "parquet")):
+        raise ValueError(f"--parallel needs one .txt or .jsonl file per language (line i the same document in each); "
+                         f"{len(several)} are not: {several[:5]}")
     tok = check_tokenizer(tokenizer)
     check_writable(out)
     manifest = read_manifest(out)
     if manifest is None:
-        manifest = new_manifest(settings.row_length, tok.to_dict(), command or [], asdict(settings))
+        manifest = new_manifest(settings.row_length, {**tok.to_dict(), "path": TOKENIZER_FILE}, command or [], asdict(settings))
     else:
-        if manifest["row_length"] != settings.row_length:
-            raise ValueError(f"{out} holds rows of {manifest['row_length']} tokens, not {settings.row_length}; use another --out")
-        if manifest["tokenizer"]["sha256"] != tok.sha256:
-            raise ValueError(f"{out} was made with another tokenizer ({manifest['tokenizer']['path']}); use another --out")
-    done = set(manifest["languages"])
-    todo = sorted((src for label, src in sources.items() if label not in done), key=lambda src: -src.size_bytes())
+        check_resumable(manifest, out, settings, tok)
+    tok = place_tokenizer(tok, out)
+    manifest["tokenizer"]["path"] = TOKENIZER_FILE
+    manifest.setdefault("empty", {})
+    done = set(manifest["languages"]) | set(manifest["empty"])
     if done & set(sources):
         print(f"skipping {len(done & set(sources))} complete languages in {out}", file=sys.stderr)
+    for partial in [*out.glob(".tmp-*"), *out.glob(f"{UNITS}/*/.tmp-*")]:     # in flight when a run was killed
+        shutil.rmtree(partial, ignore_errors=True)
+    todo = {label: src for label, src in sources.items() if label not in done}
+    plans = {label: plan_units(src, parse_size(settings.unit_size)) for label, src in todo.items()}
+    holdouts = {label: language_holdout(todo[label], settings.seed, settings.val_fraction, settings.val_docs,
+                                        settings.text_field, settings.max_chars, whole=False)
+                for label, units in plans.items() if len(units) > 1}
+    finished = _finished_units(out, plans)
+    if reused := sum(map(len, finished.values())):
+        print(f"reusing {reused} finished units of {len(finished)} languages in {out}", file=sys.stderr)
+    tasks = sorted((u for label, units in plans.items() for u in units if u.number not in finished.get(label, {})),
+                   key=lambda u: (-u.size, u.label, u.number))
     start = time.perf_counter()
-    last_write = [time.monotonic()]
+    last_write, cleanup = [time.monotonic()], []
+
+    def save() -> None:
+        write_manifest(out, manifest)
+        last_write[0] = time.monotonic()
+        for folder in cleanup:       # unit folders go only once the manifest lists their language
+            shutil.rmtree(folder, ignore_errors=True)
+        cleanup.clear()
+
     try:
         with _Progress(len(todo), show_progress) as bars:
 
-            def record(label: str, entry: dict) -> None:
-                manifest["languages"][label] = entry
+            def record_language(label: str, entry: dict) -> None:
+                if entry["train"]["rows"]:
+                    manifest["languages"][label] = entry
+                else:            # nothing to train on: listed with the reason, no folder
+                    manifest["empty"][label] = entry.get("val_note") if not sum(entry["bad"].values()) else \
+                        f"no usable documents ({', '.join(f'{v} {k}' for k, v in entry['bad'].items() if v)})"
+                    shutil.rmtree(out / label, ignore_errors=True)
+                if len(plans[label]) > 1:
+                    cleanup.append(out / UNITS / label)
                 # At most once a second: a folder finished but not yet listed is only redone by a rerun, never lost.
                 if time.monotonic() - last_write[0] >= 1.0:
-                    write_manifest(out, manifest)
-                    last_write[0] = time.monotonic()
+                    save()
                 bars.done(label)
 
-            if workers <= 1 or len(todo) <= 1:
-                for src in todo:
-                    record(src.label, process_language(src, out, tok, settings, bars))
+            def unit_done(unit: Unit, record: dict) -> None:
+                if unit.count == 1:
+                    return record_language(unit.label, record)
+                got = finished.setdefault(unit.label, {})
+                got[unit.number] = record
+                if len(got) == unit.count:
+                    records = [got[n] for n in range(unit.count)]
+                    record_language(unit.label, assemble_language(todo[unit.label], out, records, holdouts[unit.label], settings.row_length))
+
+            for label, got in list(finished.items()):          # every unit finished before the last run stopped
+                if len(got) == len(plans[label]):
+                    record_language(label, assemble_language(todo[label], out, [got[n] for n in range(len(got))],
+                                                             holdouts[label], settings.row_length))
+
+            def work(unit: Unit, report) -> dict:
+                return process_unit(unit, todo[unit.label], out, tok, settings, holdouts.get(unit.label), report)
+
+            if workers <= 1 or len(tasks) <= 1:
+                for unit in tasks:
+                    unit_done(unit, work(unit, bars))
             else:
-                finished = run_in_workers(lambda src, report: process_language(src, out, tok, settings, report), todo,
-                                          workers, on_tokens=lambda label, tokens: bars.put((label, tokens)))
-                for i, entry in finished:
-                    record(todo[i].label, entry)
+                for i, record in run_in_workers(work, tasks, workers, on_tokens=lambda label, tokens: bars.put((label, tokens))):
+                    unit_done(tasks[i], record)
     except BaseException:    # Ctrl-C, a worker's error, a full disk: what finished stays finished
-        for partial in out.glob(".tmp-*"):       # languages the stopped workers had in flight (a rerun redoes them)
+        for partial in [*out.glob(".tmp-*"), *out.glob(f"{UNITS}/*/.tmp-*")]:     # units the stopped workers had in flight
             shutil.rmtree(partial, ignore_errors=True)
         manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
         with contextlib.suppress(OSError):      # best effort: the error to report is the one that stopped the run
-            write_manifest(out, manifest)
+            save()
         raise
     manifest["seconds_last_run"] = round(time.perf_counter() - start, 3)
-    write_manifest(out, manifest)
+    save()
+    with contextlib.suppress(OSError):
+        (out / UNITS).rmdir()
     return manifest
 
 
@@ -294,30 +458,34 @@ def summary_table(manifest: dict) -> str:
     for label, e in sorted(manifest["languages"].items()):
         t = e["train"]
         lines.append(f"{label:10s} {t['docs'] + e['val']['docs']:7d} {t['tokens']:11,d} {t['rows']:7d} {e['val']['rows']:8d} "
-                     f"{t['packing_efficiency']:8.2%} {sum(e['bad'].values()):5d}")
-        rows = t["rows"] - 1
+                     f"{t['packing_efficiency']:8.2%} {sum(e['bad'].values()):5d}" + (f"  no val: {e['val_note']}" if "val_note" in e else ""))
+        rows = t["rows"] - e.get("units", 1)         # each unit's final partial row is left out
         if rows > 0:
             full_slots += rows * manifest["row_length"]
             full_tokens += t["packing_efficiency"] * rows * manifest["row_length"]
+    for label, why in sorted(manifest.get("empty", {}).items()):
+        lines.append(f"{label:10s} not trained: {why}")
     overall = full_tokens / full_slots if full_slots else 1.0
-    lines.append(f"overall packing efficiency (final partial row of each language excluded): {overall:.2%}")
+    lines.append(f"overall packing efficiency (final partial row of each unit excluded): {overall:.2%}")
     bad = {}
     for e in manifest["languages"].values():
         for k, v in e["bad"].items():
             bad[k] = bad.get(k, 0) + v
     if any(bad.values()):
         lines.append("skipped input: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items() if v))
+    if missing_val := sum("val_note" in e for e in manifest["languages"].values()):
+        lines.append(f"{missing_val} language(s) have no validation rows (reason on their line)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m data_prep.shards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--input", required=True, help="folder of <lang>_<Script>.txt / .jsonl(.gz) / <lang>_<Script>/train/*.parquet")
+    ap.add_argument("--input", required=True, help="folder of <label>.txt/.jsonl[.gz|.zst], <label>.parquet or FineWeb2 <label>/train/*.parquet")
     ap.add_argument("--tokenizer", required=True, help="SentencePiece model (ours or Gemma 2's tokenizer.model)")
     ap.add_argument("--out", required=True, help="output folder (one MDS folder per language + manifest.json)")
     ap.add_argument("--row-length", type=int, required=True, help="tokens per packed row: 1024 pretrain, 8192 ext/decay")
-    ap.add_argument("--workers", type=int, default=1, help="worker processes (each takes whole languages)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (each takes one unit at a time)")
     ap.add_argument("--languages", default=None, help="comma-separated labels to process (default: all)")
     ap.add_argument("--val-fraction", type=float, default=0.01, help="share of documents held out for validation")
     ap.add_argument("--val-docs", type=int, default=None, help="hold out exactly this many documents per language instead")
@@ -327,14 +495,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard-size", default="64mb", help="MDS shard size limit")
     ap.add_argument("--text-field", default="text", help="JSONL field / Parquet column holding the text")
     ap.add_argument("--max-chars", type=int, default=1_000_000, help="skip documents longer than this (counted)")
+    ap.add_argument("--unit-size", default="64mb", help="input bytes per work unit (big files are cut at lines or row groups)")
+    ap.add_argument("--parallel", action="store_true", help="line i of every file is the same document (a parallel corpus): "
+                    "the held-out lines are kept for retrieval during training")
+    ap.add_argument("--upload", default=None, help="then publish the folder to this URL (s3://, gs://, oci://, ...; data.remote=)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     settings = ShardSettings(
         row_length=args.row_length, val_fraction=args.val_fraction, val_docs=args.val_docs, seed=args.seed,
         min_tail=args.min_tail, compression=args.compression, shard_size=args.shard_size,
-        text_field=args.text_field, max_chars=args.max_chars,
+        text_field=args.text_field, max_chars=args.max_chars, unit_size=args.unit_size, parallel=args.parallel,
     )
     try:
+        if args.upload:
+            check_remote_url(args.upload)
         manifest = build_shards(
             args.input, args.tokenizer, args.out, settings, workers=args.workers,
             languages=args.languages.split(",") if args.languages else None,
@@ -353,6 +527,13 @@ def main(argv: list[str] | None = None) -> int:
         raise
     print(summary_table(manifest))
     print(f"wrote {args.out}/manifest.json")
+    if args.upload:
+        try:
+            files = upload_folder(args.out, args.upload)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"uploaded {files} files to {args.upload}")
     return 0
 
 

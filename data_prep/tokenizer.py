@@ -3,13 +3,15 @@
     python -m data_prep.tokenizer train --input DIR --out FILE.model --vocab-size N
     python -m data_prep.tokenizer check FILE.model
 
-Training text is drawn across languages with temperature sampling (p_i ∝ chars_i^τ), so small
-languages are not drowned out; a language's text repeats when its share exceeds what it has.
+Training text is drawn across languages with temperature sampling (p_i ∝ bytes_i^τ), so small
+languages are not drowned out; a language's text repeats when its share exceeds what it has. The input is
+streamed: memory holds the sample (--sample-chars), whatever the corpus size.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
 import io
 import random
 import sys
@@ -91,27 +93,33 @@ def ordinary_ids(path: str | Path) -> list[int]:
 
 
 def sample_sentences(input_dir: str | Path, temperature: float, total_chars: int, seed: int, chunk_chars: int = 2000) -> Iterator[str]:
-    """Training text: each language's share ∝ chars^τ of `total_chars`, documents cut to `chunk_chars`."""
+    """Training text: each language's share ∝ size^τ of `total_chars` (size: its input bytes on disk), documents cut
+    to `chunk_chars`. Each language is streamed once through a bottom-k sample (a random key per chunk, the lowest
+    keys kept while they fit its share), so memory holds at most one language's share, never the corpus."""
     sources = discover(input_dir)
-    texts: dict[str, list[str]] = {}
-    for label, src in sources.items():
-        docs = [t for _, t in src.records(BadInput())]
-        texts[label] = [d[i : i + chunk_chars] for d in docs for i in range(0, len(d), chunk_chars)]
-    sizes = {k: sum(map(len, v)) for k, v in texts.items() if v}
-    weights = {k: n**temperature for k, n in sizes.items()}
+    weights = {label: max(src.size_bytes(), 1) ** temperature for label, src in sources.items()}
     norm = sum(weights.values())
     rng = random.Random(seed)
-    for label, w in sorted(weights.items()):
-        budget, pieces = total_chars * w / norm, texts[label]
-        order = list(range(len(pieces)))
+    for label in sorted(weights):
+        budget = total_chars * weights[label] / norm
+        kept: list[tuple[float, int, str]] = []           # a max-heap on the key: (-key, order, chunk)
+        chars = 0
+        for order, (_, doc) in enumerate(sources[label].records(BadInput())):
+            for i in range(0, len(doc), chunk_chars):
+                chunk = doc[i : i + chunk_chars]
+                heapq.heappush(kept, (-rng.random(), order, chunk))
+                chars += len(chunk)
+                while chars > budget and len(kept) > 1:
+                    chars -= len(heapq.heappop(kept)[2])
+        pieces = [chunk for _, _, chunk in sorted(kept, reverse=True)]
         taken = 0
-        while taken < budget:
-            rng.shuffle(order)
-            for i in order:
-                yield pieces[i]
-                taken += len(pieces[i])
+        while pieces and taken < budget:     # a language with less text than its share repeats it
+            for chunk in pieces:
+                yield chunk
+                taken += len(chunk)
                 if taken >= budget:
                     break
+            rng.shuffle(pieces)
 
 
 def train_tokenizer(input_dir: str | Path, out: str | Path, vocab_size: int, model_type: str = "unigram",
@@ -161,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data_prep.tokenizer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a SentencePiece model on a folder of per-language text")
-    t.add_argument("--input", required=True, help="folder of <lang>_<Script>.txt / .jsonl(.gz) / <lang>_<Script>/train/*.parquet")
+    t.add_argument("--input", required=True, help="the input folder data_prep.shards reads (any of its layouts)")
     t.add_argument("--out", required=True, help="where to write FILE.model")
     t.add_argument("--vocab-size", type=int, required=True)
     t.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")

@@ -58,26 +58,37 @@ def test_rerun_skips_complete_languages(shard_dir: Path, tokenizer_model: Path, 
     assert {p: p.stat().st_mtime_ns for p in shard_dir.rglob("*.mds*")} == before
 
 
+def shard_files(root: Path) -> dict[str, bytes]:
+    """Every index.json and shard file under a shard folder, by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and (p.name == "index.json" or ".mds" in p.name)}
+
+
 @pytest.mark.slow
-def test_killed_run_completes_on_rerun_with_nothing_lost(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
-    text = tmp_path / "text"              # the sample 40 times over: a run of seconds, killed half-way
+def test_killed_run_resumes_its_units_and_writes_the_same_bytes(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+    text = tmp_path / "text"              # the sample 40 times over, English 1000 times: cut into ~30 units
     text.mkdir()
     for f in sample_dir.glob("*_*.txt"):
-        (text / f.name).write_text(f.read_text(encoding="utf-8") * 40, encoding="utf-8")
-    cmd = [sys.executable, "-m", "data_prep.shards", "--input", str(text), "--tokenizer", str(tokenizer_model),
-           "--row-length", "256", "--val-fraction", "0.1", "--no-progress", "--shard-size", "16kb"]
+        (text / f.name).write_text(f.read_text(encoding="utf-8") * (1000 if f.stem == "eng_Latn" else 40), encoding="utf-8")
+    cmd = [sys.executable, "-m", "data_prep.shards", "--input", str(text), "--tokenizer", str(tokenizer_model), "--workers", "2",
+           "--row-length", "256", "--val-fraction", "0.1", "--no-progress", "--shard-size", "64kb", "--unit-size", "256kb"]
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     assert subprocess.run([*cmd, "--out", str(reference)], capture_output=True).returncode == 0
+    assert read_manifest(reference)["languages"]["eng_Latn"]["units"] >= 20
     proc = subprocess.Popen([*cmd, "--out", str(interrupted)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until("3 finished languages in the manifest", lambda: (interrupted / "manifest.json").exists()
-               and len(read_manifest(interrupted)["languages"]) >= 3, proc)
+    finished = lambda: list(interrupted.glob(".units/eng_Latn/*/unit.json"))         # noqa: E731
+    wait_until("4 finished units of English", lambda: len(finished()) >= 4, proc)
+    seen = len(finished())
     proc.send_signal(signal.SIGKILL)
     wait_exit(proc, "the killed data_prep run")
-    done = len(read_manifest(interrupted)["languages"])
-    assert 3 <= done < 40, "the kill must land mid-way"
-    assert subprocess.run([*cmd, "--out", str(interrupted)], capture_output=True).returncode == 0
-    assert not list(interrupted.glob(".tmp-*"))
-    assert rows_of(interrupted) == rows_of(reference)
+    assert not (interrupted / "eng_Latn").exists(), "the kill must land before English is assembled"
+    rerun = subprocess.run([*cmd, "--out", str(interrupted)], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    reused = int(rerun.stderr.split("reusing ")[1].split()[0])
+    assert reused >= seen, rerun.stderr
+    assert not list(interrupted.glob(".tmp-*")) and not (interrupted / ".units").exists()
+    assert shard_files(interrupted) == shard_files(reference)
+    assert read_manifest(interrupted)["languages"] == read_manifest(reference)["languages"]
 
 
 def children_of(pid: int) -> list[int]:
@@ -133,29 +144,44 @@ def test_dead_worker_is_reported_and_killed_parent_takes_its_workers(tmp_path: P
     assert not (tmp_path / "b" / "eng_Latn").exists() and not (tmp_path / "b" / "rus_Cyrl").exists()
 
 
-def test_input_layouts_give_identical_shards(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
+def write_layout(folder: Path, name: str, label: str, lines: list[str]) -> None:
+    """`lines` as one file of `label` in input layout `name` (one document per line or record)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import zstandard
 
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    jsonl = "".join(json.dumps({"text": t, "id": i, "url": f"https://example.org/{i}"}) + "\n" for i, t in enumerate(lines))
+    if name == "fineweb2":
+        (folder / label / "train").mkdir(parents=True)
+        pq.write_table(pa.table({"id": list(range(len(lines))), "text": lines}), folder / label / "train" / "000_00000.parquet")
+        return
+    if name == "parquet":
+        pq.write_table(pa.table({"text": lines, "lang": [label] * len(lines)}), folder / f"{label}.parquet")
+        return
+    data = {"txt": text, "jsonl": jsonl}[name.split(".")[0]].encode()
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    elif name.endswith(".zst"):
+        data = zstandard.ZstdCompressor().compress(data)
+    (folder / f"{label}.{name}").write_bytes(data)
+
+
+LAYOUTS = ("txt", "txt.gz", "txt.zst", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "fineweb2")
+
+
+def test_input_layouts_give_identical_shards(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
     docs = {label: (sample_dir / f"{label}.txt").read_text(encoding="utf-8").splitlines() for label in ("fao_Latn", "tir_Ethi")}
-    layouts = {name: tmp_path / name for name in ("txt", "jsonl", "parquet")}
-    for label, lines in docs.items():
-        layouts["txt"].mkdir(exist_ok=True)
-        (layouts["txt"] / f"{label}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        layouts["jsonl"].mkdir(exist_ok=True)
-        with gzip.open(layouts["jsonl"] / f"{label}.jsonl.gz", "wt", encoding="utf-8") as f:
-            f.writelines(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(lines))
-        (layouts["parquet"] / label / "train").mkdir(parents=True)
-        half = len(lines) // 2
-        for part, chunk in enumerate((lines[:half], lines[half:])):
-            pq.write_table(pa.table({"text": chunk}), layouts["parquet"] / label / "train" / f"{part:03d}.parquet")
     results = {}
-    for name, folder in layouts.items():
+    for name in LAYOUTS:
+        for label, lines in docs.items():
+            write_layout(tmp_path / name, name, label, lines)
         out = tmp_path / f"out-{name}"
-        build_shards(folder, tokenizer_model, out, ShardSettings(row_length=256, val_fraction=0.1), show_progress=False)
-        results[name] = rows_of(out)
-    assert results["txt"] == results["jsonl"] == results["parquet"]
-    assert all(results["txt"][label] for label in docs)
+        build_shards(tmp_path / name, tokenizer_model, out, ShardSettings(row_length=256, val_fraction=0.1), show_progress=False)
+        results[name] = (rows_of(out), {k: (e["train"], e["val"]) for k, e in read_manifest(out)["languages"].items()})
+    assert all(results[name] == results["txt"] for name in LAYOUTS), [n for n in LAYOUTS if results[n] != results["txt"]]
+    assert all(results["txt"][0][label] for label in docs)
 
 
 def test_bad_records_are_counted_and_skipped(tmp_path: Path, tokenizer_model: Path) -> None:
@@ -169,20 +195,21 @@ def test_bad_records_are_counted_and_skipped(tmp_path: Path, tokenizer_model: Pa
     bad = manifest["languages"]["eng_Latn"]["bad"]
     assert bad == {"undecodable": 1, "with_nul_bytes": 0, "empty": 2, "too_long": 1, "empty_files": 0}
     assert manifest["languages"]["eng_Latn"]["train"]["docs"] == 2
-    assert manifest["languages"]["fao_Latn"]["bad"]["empty_files"] == 1
+    assert "fao_Latn" not in manifest["languages"] and "1 empty_files" in manifest["empty"]["fao_Latn"]
+    assert not (tmp_path / "out" / "fao_Latn").exists()
     assert manifest["languages"]["deu_Latn"]["bad"]["with_nul_bytes"] == 1
     assert manifest["languages"]["deu_Latn"]["train"]["docs"] == 1
 
 
 def test_txt_lines_as_bytes_are_the_lines_as_text(tmp_path: Path) -> None:
-    from data_prep.readers import BadInput, LanguageSource
+    from data_prep.readers import BadInput, InputFile, file_records
 
     f = tmp_path / "jpn_Jpan.txt"
     f.write_bytes("  a b \n\u3000全角\u3000\n\xa0\n\n".encode() + b"\xff\xfe\n" + "crlf\r\n".encode() + b"x" * 50 + b"\n")
-    source = LanguageSource("jpn_Jpan", "txt", [f])
+    source = InputFile(f, "txt")
     as_bytes, as_text = BadInput(), BadInput()
-    raw = list(source.records(as_bytes, max_chars=20, utf8=True))
-    assert [(i, t.decode()) for i, t in raw] == list(source.records(as_text, max_chars=20)) == [(0, "a b"), (1, "全角"), (5, "crlf")]
+    raw = list(file_records(source, as_bytes, max_chars=20, utf8=True))
+    assert [(i, t.decode()) for i, t in raw] == list(file_records(source, as_text, max_chars=20)) == [(0, "a b"), (1, "全角"), (5, "crlf")]
     assert as_bytes == as_text == BadInput(undecodable=1, empty=2, too_long=1)
 
 
@@ -201,8 +228,17 @@ def test_clear_errors_before_any_work(tmp_path: Path, tokenizer_model: Path, sam
     unknown = tmp_path / "unknown"
     unknown.mkdir()
     (unknown / "eng_Latn.csv.bz2").write_text("x")
+    (unknown / "fra_Latn.tsv").write_text("x\ty\n")
+    (unknown / "deu_Latn" / "train").mkdir(parents=True)
+    (unknown / "deu_Latn" / "train" / "part.csv").write_text("x")
+    (unknown / "code_python.jsonl").write_text('{"content": "print(1)"}\n')
+    (unknown / "README.md").write_text("documentation is skipped")
     r = cli("--input", str(unknown), "--out", str(tmp_path / "o2"), *base)
-    assert r.returncode == 2 and "unknown layout" in r.stderr
+    assert r.returncode == 2 and "5 input problem(s)" in r.stderr, r.stderr
+    for named in ("eng_Latn.csv.bz2: not a data file", "fra_Latn.tsv: not a data file", "part.csv: only *.parquet",
+                  "deu_Latn: no train/*.parquet", "code_python.jsonl: its first record has no 'text' field (fields: ['content'])"):
+        assert named in r.stderr, (named, r.stderr)
+    assert not (tmp_path / "o2").exists()
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
