@@ -62,3 +62,31 @@ def new_manifest(row_length: int, tokenizer: dict, command: list[str], settings:
         "languages": {},
         "empty": {},                                   # labels with no training rows, and why
     }
+
+
+def shard_tokenizer(root: str | Path, manifest: dict) -> Path:
+    """The tokenizer a shard folder was made with: inside the folder (relative path) or, for folders from before it
+    travelled with them, where the manifest says; checked by sha256 either way."""
+    from .tokenizer import file_sha256
+
+    named = Path(manifest["tokenizer"]["path"])
+    path = named if named.is_absolute() else Path(root) / named
+    if not path.exists():
+        raise ValueError(f"the tokenizer of {root} ({path}) is missing; copy the whole shard folder (it holds "
+                         f"{TOKENIZER_FILE}) or rebuild it with data_prep.shards")
+    if file_sha256(path) != manifest["tokenizer"]["sha256"]:
+        raise ValueError(f"the tokenizer {path} is not the one {root} was made with (sha256 differs); restore it or rebuild the shards")
+    return path
+
+
+def held_out_lines(root: str | Path, manifest: dict, labels: list[str]) -> dict[str, dict[int, str]]:
+    """label -> {line number: text} of the documents a `--parallel` build held out (its heldout.jsonl files)."""
+    import json
+
+    out = {}
+    for label in labels:
+        path = Path(root) / label / "heldout.jsonl"
+        if label in manifest["languages"] and path.exists():
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+            out[label] = {r["line"]: r["text"] for r in records}
+    return out

@@ -56,7 +56,7 @@ def fetch(url: str, local: Path, timeout: float = 60.0) -> None:
 
     check_remote_url(url)
     local.parent.mkdir(parents=True, exist_ok=True)
-    partial = local.with_name(local.name + ".download")
+    partial = local.with_name(f"{local.name}.download-{os.getpid()}")      # ranks of a node fetch side by side
     partial.unlink(missing_ok=True)
     try:
         CloudDownloader.direct_download(url, str(partial), timeout)
@@ -84,3 +84,22 @@ def upload_folder(local: str | Path, url: str) -> int:
     except Exception as e:               # noqa: BLE001
         raise ValueError(explain(e, url)) from None
     return len(files)
+
+
+def fetch_shard_folder(url: str, root: Path) -> None:
+    """What a node needs before its streams start: the manifest (always fresh), the tokenizer (unless the cached
+    copy has the manifest's sha256) and, for a `--parallel` build, each language's held-out lines."""
+    from .manifest import MANIFEST, TOKENIZER_FILE, read_manifest
+    from .tokenizer import file_sha256
+
+    url = url.rstrip("/")
+    fetch(f"{url}/{MANIFEST}", root / MANIFEST)
+    manifest = read_manifest(root)
+    tokenizer = root / TOKENIZER_FILE
+    if not tokenizer.exists() or file_sha256(tokenizer) != manifest["tokenizer"]["sha256"]:
+        tokenizer.unlink(missing_ok=True)
+        fetch(f"{url}/{TOKENIZER_FILE}", tokenizer)
+    if manifest["settings"].get("parallel"):
+        for label in manifest["languages"]:
+            if not (root / label / "heldout.jsonl").exists():
+                fetch(f"{url}/{label}/heldout.jsonl", root / label / "heldout.jsonl")

@@ -33,10 +33,11 @@ class SampleConf:
 
 @dataclass
 class DataConf:
-    root: Optional[str] = None          # a folder written by data_prep.shards; None: the bundled sample, prepared once
+    root: Optional[str] = None          # a folder written by data_prep.shards (with remote: its node-local cache); None: the sample
+    remote: Optional[str] = None        # s3://bucket/prefix (gs://, oci://, ...) holding that folder; S3_ENDPOINT_URL for S3-compatible stores
     counts: Optional[str] = None        # plan only: languages and tokens from a language_counts.csv (`mmbert`), no shards
     cache_dir: str = "${oc.env:MMBERT_CACHE,${oc.env:HOME}/.cache/mmbert_pl}"
-    languages: Any = "decay_all"        # a named set (pretrain, ext, decay_cont, decay_eng, decay_all) or a list of labels
+    languages: Any = None               # None: every label of the shards; a named set (pretrain, ext, decay_*) or a list of labels
     temperature: float = 0.7
     max_epochs: float = 5.0
     micro_batch: int = 8

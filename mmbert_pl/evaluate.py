@@ -34,14 +34,22 @@ def retrieval(args: argparse.Namespace) -> None:
     if languages and args.pivot not in languages:
         languages.append(args.pivot)
     if args.held_out_of:
-        from data_prep.manifest import read_manifest
+        from data_prep.manifest import held_out_lines, read_manifest
 
         from .retrieval import held_out
 
         manifest = read_manifest(args.held_out_of)
         if manifest is None:
             raise ValueError(f"--held-out-of {args.held_out_of} has no manifest.json; give a folder data_prep.shards wrote")
-        texts = held_out(args.corpus, manifest["settings"], languages)
+        if manifest["settings"].get("parallel"):       # the shards keep their held-out lines
+            texts = held_out_lines(args.held_out_of, manifest, languages or sorted(manifest["languages"]))
+        elif args.corpus:
+            texts = held_out(args.corpus, manifest["settings"], languages)
+        else:
+            raise ValueError(f"--held-out-of {args.held_out_of} was not built with --parallel, so it keeps no held-out text; "
+                             f"give --corpus, the parallel folder it was built from")
+    elif not args.corpus:
+        raise ValueError("--corpus: give the parallel folder to score (or --held-out-of shards built with --parallel)")
     else:
         texts = read_parallel(args.corpus, languages, max_docs=args.max_docs)   # before the model: bad input fails fast
     model = read_model(args.model).to(args.device)
@@ -57,7 +65,7 @@ def mlm(args: argparse.Namespace) -> None:
 
     from streaming import Stream, StreamingDataset
 
-    from data_prep.manifest import read_manifest
+    from data_prep.manifest import read_manifest, shard_tokenizer
     from data_prep.tokenizer import ordinary_ids
 
     from .data.rows import collate_rows
@@ -70,8 +78,7 @@ def mlm(args: argparse.Namespace) -> None:
     labels = [k for k, v in sorted(manifest["languages"].items()) if v["val"]["rows"] > 0]
     if not labels:
         raise ValueError(f"--data {args.data} holds no held-out rows; rebuild it with --val-fraction > 0")
-    tokenizer = Path(args.data) / manifest["tokenizer"]["path"] if not Path(manifest["tokenizer"]["path"]).is_absolute() \
-        else Path(manifest["tokenizer"]["path"])
+    tokenizer = shard_tokenizer(args.data, manifest)
     model = read_model(args.model).to(args.device).eval()
     if model.cfg.vocab_size != manifest["tokenizer"]["vocab_size"]:
         raise ValueError(f"--model {args.model} has a vocab of {model.cfg.vocab_size}, the shards' tokenizer "
@@ -114,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="task", required=True)
     r = sub.add_parser("retrieval", help="accuracy@1 of cross-lingual retrieval to and from a pivot language")
     r.add_argument("--model", required=True, help="our .ckpt or a Hugging Face directory")
-    r.add_argument("--corpus", required=True, help="folder of <lang>_<Script>.txt, line-aligned")
+    r.add_argument("--corpus", default=None, help="folder of <lang>_<Script>.txt, line-aligned (not needed with --held-out-of "
+                   "shards built with --parallel: they keep their held-out lines)")
     r.add_argument("--out", default="retrieval", help="folder for retrieval.csv and retrieval.png")
     r.add_argument("--tokenizer", default=None)
     r.add_argument("--pivot", default="eng_Latn")

@@ -59,13 +59,15 @@ def main(cfg: DictConfig) -> None:
     geo = plan.geometry
     print(f"{cfg.experiment}: model {cfg.model.name}, {geo.budget:,.0f} tokens = {geo.max_steps:,} optimizer steps of "
           f"{geo.rows_per_step} rows x {geo.row_length} ({geo.accumulate} micro-batches of {geo.micro_batch} on {geo.devices} devices)")
+    if left_out := plan.datamodule.left_out():
+        print(left_out)
     rows = schedule_table(plan)
     print(f"{'share':>6s} {'tokens':>18s} {'lr':>10s} {'mask':>6s} {'τ':>5s} {'langs':>6s} {'batch tokens':>13s}")
     for r in rows[:: len(rows) // 10]:
         print(f"{r['tokens'] / geo.budget:6.0%} {r['tokens']:18,.0f} {r['lr']:10.3e} {r['mask_ratio']:6.3f} "
               f"{r['temperature']:5.2f} {r['languages']:6d} {r['global_batch_tokens']:13,d}")
     for seg in plan.datamodule.segments:
-        print(f"\nsegment {seg.start:,}-{seg.end:,} tokens: {seg.languages} ({len(seg.labels)} languages), τ={seg.temperature}")
+        print(f"\nsegment {seg.start:,}-{seg.end:,} tokens: {seg.set_name} ({len(seg.labels)} languages), τ={seg.temperature}")
         print(seg.mixture.table())
     out = Path(cfg.run_dir) / "plan.png"
     write_plot(rows, out)

@@ -45,18 +45,19 @@ def read_parallel(folder: str | Path, languages: list[str] | None = None, indice
 
 
 def held_out(folder: str | Path, settings: dict, languages: list[str] | None = None) -> dict[str, dict[int, str]]:
-    """The lines of a corpus that `data_prep.shards` with these manifest settings held out of training
-    (one hold-out score per line number, so the same lines in every language)."""
-    from data_prep.shards import holdout_score
+    """The lines of a corpus that `data_prep.shards` with these manifest settings held out of training, by the
+    rule of `data_prep/holdout.py` (one score per line number, so the same lines in every language)."""
+    from data_prep.holdout import fraction_rule, holdout_score
 
-    texts = read_parallel(folder, languages)
-    longest = max((max(v, default=-1) for v in texts.values()), default=-1) + 1
-    by_score = sorted(range(longest), key=lambda i: holdout_score(settings["seed"], i))
-    if settings.get("val_docs") is not None:
-        keep = set(by_score[: settings["val_docs"]])
-    else:
-        keep = {i for i in by_score if holdout_score(settings["seed"], i) < settings["val_fraction"]}
-    return {k: {i: t for i, t in v.items() if i in keep} for k, v in texts.items()}
+    seed, out = settings["seed"], {}
+    for label, lines in read_parallel(folder, languages).items():
+        if settings.get("val_docs") is not None:
+            keep = set(sorted(lines, key=lambda i: holdout_score(seed, i))[: settings["val_docs"]])
+        else:
+            extra, _ = fraction_rule(seed, settings["val_fraction"], [(0, i) for i in lines])
+            keep = {i for i in lines if holdout_score(seed, i) < settings["val_fraction"] or (0, i) == extra}
+        out[label] = {i: t for i, t in lines.items() if i in keep}
+    return out
 
 
 def accuracy_at_1(queries: torch.Tensor, targets: torch.Tensor) -> float:

@@ -55,20 +55,29 @@ def make_logger(kind: str, run_dir: Path, keep_through: int | None):
     return loggers.WandbLogger(save_dir=str(run_dir), offline=True, project="mmbert_pl")
 
 
-def retrieval_callback(cfg: DictConfig, manifest: dict, tokenizer: Path, budget: float):
-    """Retrieval on the lines the shards held out: the bundled sample's text, or `callbacks.retrieval.corpus`."""
+def retrieval_callback(cfg: DictConfig, root: Path, manifest: dict, tokenizer: Path, budget: float):
+    """Retrieval on the lines the shards held out: from `callbacks.retrieval.corpus` (the parallel folder they were
+    built from), or kept by the shards themselves (`data_prep.shards --parallel`, as the bundled sample is built).
+    Without either it is off, said in one line."""
     from callbacks.retrieval import RetrievalEval
+    from data_prep.manifest import held_out_lines
 
     from .retrieval import held_out
-    from .sample_data import SAMPLE_TEXT
 
     ret = cfg.callbacks.retrieval
-    corpus = ret.corpus or (SAMPLE_TEXT if cfg.data.root is None else None)
-    if corpus is None:
-        raise ValueError("callbacks.retrieval.corpus: give the ntrex-layout folder the shards were built from "
-                         "(its held-out lines are scored), or turn retrieval off with callbacks.retrieval.every=null")
     labels = sorted(set(manifest["languages"]) | {ret.pivot})
-    documents = held_out(corpus, manifest["settings"], [k for k in labels if (Path(corpus) / f"{k}.txt").exists()])
+    if ret.corpus:
+        documents = held_out(ret.corpus, manifest["settings"], [k for k in labels if (Path(ret.corpus) / f"{k}.txt").exists()])
+    elif manifest["settings"].get("parallel"):
+        documents = held_out_lines(root, manifest, labels)
+    else:
+        print(f"retrieval during training is off: {root} is not a parallel corpus (build it with data_prep.shards --parallel, "
+              f"or give callbacks.retrieval.corpus=DIR)", file=sys.stderr)
+        return None
+    if ret.pivot not in documents:
+        print(f"retrieval during training is off: the pivot {ret.pivot} has no held-out lines in {root} "
+              f"(set callbacks.retrieval.pivot=LABEL)", file=sys.stderr)
+        return None
     return RetrievalEval(documents, tokenizer, ret.every * budget, ret.pivot, ret.max_tokens)
 
 
@@ -195,8 +204,10 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
                                   "segments": [{"start": g.start, "end": g.end, "languages": g.labels, "temperature": g.temperature}
                                                for g in dm.segments]})
     print(f"data {root}: budget {budget:,.0f} tokens = {geo.max_steps} steps of {geo.rows_per_step} rows x {geo.row_length}")
+    if left_out := dm.left_out():
+        print(left_out)
     for seg in dm.segments:
-        print(f"segment {seg.start:,}-{seg.end:,} tokens: {seg.languages} ({len(seg.labels)} languages), τ={seg.temperature}\n{seg.mixture.table()}")
+        print(f"segment {seg.start:,}-{seg.end:,} tokens: {seg.set_name} ({len(seg.labels)} languages), τ={seg.temperature}\n{seg.mixture.table()}")
     L.seed_everything(cfg.seed, workers=True)
     module = MLMModule(plan.model, random_pool=ordinary_ids(tok_path), mask_id=tok["mask"], mask_ratio=plan.schedules.mask.at(0),
                        val_mask_ratio=cfg.val_mask_ratio, val_languages=dm.val_labels(), lr=cfg.optimizer.lr,
@@ -213,7 +224,8 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
                                    auto_insert_metric_name=False, save_last=True,
                                    every_n_train_steps=geo.steps_for_tokens(every) if every else cfg.callbacks.checkpoint_every_n_steps)
     preemption = Preemption(last, requeue=cfg.trainer.requeue)
-    extra = [retrieval_callback(cfg, manifest, tok_path, budget)] if cfg.callbacks.retrieval.every else []
+    retrieval = retrieval_callback(cfg, plan.root, manifest, tok_path, budget) if cfg.callbacks.retrieval.every else None
+    extra = [retrieval] if retrieval is not None else []
     if cfg.callbacks.sample_log:
         extra.append(SampleLog(run_dir / "samples"))
     if cfg.trainer.progress_bar:

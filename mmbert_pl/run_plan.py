@@ -64,8 +64,7 @@ def plain(value):
 def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path | None]:
     """(shard folder, its manifest, its tokenizer): `data.root`, or the bundled sample prepared into the cache;
     for a plan over `data.counts`, (the CSV, a manifest made from it, None)."""
-    from data_prep.manifest import read_manifest
-    from data_prep.tokenizer import file_sha256
+    from data_prep.manifest import read_manifest, shard_tokenizer
 
     from .sample_data import prepare_sample
 
@@ -76,6 +75,12 @@ def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path | None]:
         return path, counts_manifest(path, cfg.data.row_length or 1024), None
     s = cfg.data.sample
     row_length = cfg.data.row_length or s.row_length
+    if cfg.data.remote:
+        from data_prep.remote import fetch_shard_folder
+
+        if not cfg.data.root:
+            raise ValueError(f"data.remote={cfg.data.remote} needs data.root=DIR: the node-local folder its shards are cached in")
+        fetch_shard_folder(cfg.data.remote, Path(cfg.data.root))
     root = Path(cfg.data.root) if cfg.data.root else prepare_sample(cfg.data.cache_dir, s.vocab_size, row_length, s.val_fraction)
     manifest = read_manifest(root)
     if manifest is None:
@@ -83,10 +88,7 @@ def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path | None]:
     if cfg.data.row_length and manifest["row_length"] != cfg.data.row_length:
         raise ValueError(f"data.root={root} holds rows of {manifest['row_length']} tokens; this config expects "
                          f"data.row_length={cfg.data.row_length}. Build shards with --row-length {cfg.data.row_length}")
-    tok_path = Path(manifest["tokenizer"]["path"])
-    if not tok_path.exists() or file_sha256(tok_path) != manifest["tokenizer"]["sha256"]:
-        raise ValueError(f"the tokenizer these shards were made with ({tok_path}) is missing or changed; restore it or rebuild the shards")
-    return root, manifest, tok_path
+    return root, manifest, shard_tokenizer(root, manifest)
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
@@ -104,5 +106,5 @@ def plan_run(cfg: DictConfig) -> RunPlan:
                            num_canonical_nodes=cfg.data.num_canonical_nodes, vocab_size=model_cfg.vocab_size,
                            boost=dict(cfg.data.boost), language_milestones=languages.milestones,
                            temperature_milestones=temperatures.milestones, step_tokens=geo.tokens_per_step,
-                           manifest=manifest if cfg.data.counts else None)
+                           manifest=manifest if cfg.data.counts else None, remote=cfg.data.remote)
     return RunPlan(root, manifest, tok_path, geo, model_cfg, scheduled, dm)

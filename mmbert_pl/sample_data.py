@@ -10,8 +10,8 @@ SAMPLE_TEXT = Path(__file__).resolve().parent / "sample" / "ntrex"
 
 
 def prepare_sample(cache_dir: str | Path, vocab_size: int, row_length: int, val_fraction: float) -> Path:
-    """A shard folder of the sample (tokenizer inside); reuses what a previous run completed."""
-    root = Path(cache_dir) / f"sample-v{vocab_size}"
+    """A shard folder of the sample (its tokenizer and held-out parallel lines inside); reuses what a previous run completed."""
+    root = Path(cache_dir) / f"sample2-v{vocab_size}"      # 2: the streamed tokenizer sample, self-contained shard folders
     tokenizer = root / "tokenizer.model"          # one tokenizer for every row length: stages can chain
     if not tokenizer.exists():
         print(f"preparing the bundled sample in {root} (first use: tokenizer, then shards)")
@@ -19,6 +19,6 @@ def prepare_sample(cache_dir: str | Path, vocab_size: int, row_length: int, val_
     shards = root / f"shards-r{row_length}-val{val_fraction:g}"
     # One process: this runs inside a training process (torch threads, maybe a sweep's second job), where
     # forking workers can deadlock; the sample is small enough that it takes a few seconds anyway.
-    build_shards(SAMPLE_TEXT, tokenizer, shards, ShardSettings(row_length=row_length, val_fraction=val_fraction),
+    build_shards(SAMPLE_TEXT, tokenizer, shards, ShardSettings(row_length=row_length, val_fraction=val_fraction, parallel=True),
                  workers=1, command=["mmbert_pl.sample_data.prepare_sample"], show_progress=False)
     return shards

@@ -54,7 +54,7 @@ def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_traini
     from mmbert_pl.model import MMBertForMaskedLM, named_config
     from mmbert_pl.retrieval import held_out
     from mmbert_pl.sample_data import SAMPLE_TEXT
-    from data_prep.manifest import read_manifest
+    from data_prep.manifest import read_manifest, shard_tokenizer
 
     args = ["model=small", "data.micro_batch=2", "data.global_batch_rows=2", "trainer.max_steps=50", "data.num_workers=2",
             "callbacks.retrieval.every=1.0", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=1000",
@@ -79,12 +79,12 @@ def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_traini
     assert not (run_dir / "hf").exists() and not (run_dir / "finished.json").exists()
 
     # What the signal did not wait for: the end-of-training retrieval's embeddings alone outlast the 10 s limit.
-    shards = next(p.parent for p in cache.glob("sample-v*/shards-*/manifest.json"))
+    shards = next(p.parent for p in cache.glob("sample2-v*/shards-*/manifest.json"))
     manifest = read_manifest(shards)
     languages = sorted(manifest["languages"])
     docs = held_out(SAMPLE_TEXT, manifest["settings"], languages)
     model = MMBertForMaskedLM(named_config("small", vocab_size=manifest["tokenizer"]["vocab_size"]), attn_backend="sdpa")
-    ids = [tokenize(manifest["tokenizer"]["path"], list(docs[k].values()), 256) for k in languages]
+    ids = [tokenize(shard_tokenizer(shards, manifest), list(docs[k].values()), 256) for k in languages]
     start = time.perf_counter()
     for batch in ids:
         embed(model, batch)

@@ -64,7 +64,7 @@ def test_shrunk_trained_model_is_far_better_than_random(trained_run: Path, tmp_p
     assert (narrow.cfg.hidden_size, narrow.cfg.num_heads, narrow.cfg.num_layers) == (32, 2, 4)
     assert (out / "hf" / "tokenizer.model").exists()
 
-    root = next((trained_run.parents[1] / "cache").glob("sample-v4096/shards-*"))
+    root = next((trained_run.parents[1] / "cache").glob("sample2-v4096/shards-*"))
     rows = [torch.frombuffer(bytearray(r), dtype=torch.int32).long() for k, rs in sorted(rows_of(root).items()) for r in rs[:1]]
     rows = [r[r != 0] for r in rows]
     torch.manual_seed(0)

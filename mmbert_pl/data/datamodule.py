@@ -7,6 +7,7 @@ Validation is one loader per language over its held-out rows.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -64,6 +65,10 @@ class Segment:
     labels: list[str]
     mixture: Mixture
 
+    @property
+    def set_name(self) -> str:
+        return "every label" if self.languages is None else str(self.languages)
+
 
 @functools.cache
 def indexed_dataset_class():
@@ -105,9 +110,9 @@ class MixtureDataModule(L.LightningDataModule):
                  num_canonical_nodes: int = 1, vocab_size: int | None = None, boost: dict[str, float] | None = None,
                  language_milestones: list[tuple[float, str | list[str]]] = (),
                  temperature_milestones: list[tuple[float, float]] = (), step_tokens: int | None = None,
-                 manifest: dict | None = None) -> None:
+                 manifest: dict | None = None, remote: str | None = None) -> None:
         super().__init__()
-        self.root = Path(root)
+        self.root, self.remote = Path(root), remote.rstrip("/") if remote else None
         self.budget = budget_tokens
         self.micro_batch, self.seed, self.num_workers = micro_batch, seed, num_workers
         self.max_epochs, self.num_canonical_nodes, self.vocab_size = max_epochs, num_canonical_nodes, vocab_size
@@ -121,6 +126,22 @@ class MixtureDataModule(L.LightningDataModule):
         ]
         self.labels = sorted({k for seg in self.segments for k in seg.labels})
         self.mixture = self.segments[0].mixture
+        self._val_dataset = None
+
+    def left_out(self) -> str | None:
+        """One line when the named language sets leave labels of the shards out of every segment."""
+        out = sorted(set(self.manifest["languages"]) - set(self.labels))
+        if not out:
+            return None
+        sets = sorted({seg.set_name for seg in self.segments})
+        return (f"data.languages={', '.join(sets)} leaves out {len(out)} of {len(self.manifest['languages'])} labels of "
+                f"{self.root} (e.g. {', '.join(out[:5])}); data.languages=null trains on every label")
+
+    def _stream(self, label: str, split: str, **mix):
+        from streaming import Stream
+
+        remote = f"{self.remote}/{label}" if self.remote else None
+        return Stream(remote=remote, local=str(self.root / label), split=split, **mix)
 
     def _segment(self, start: int, end: int, languages, temperature: float) -> Segment:
         labels = self._resolve_labels(languages)
@@ -134,7 +155,10 @@ class MixtureDataModule(L.LightningDataModule):
         return next((seg for seg in self.segments if tokens < seg.end), self.segments[-1])
 
     def mixture_hash(self) -> str:
-        described = [self.root.resolve().as_posix(), self.seed, self.row_length, self.step_tokens,
+        """The data by content (tokenizer, each label's training rows), not by path: a moved or re-synced copy of
+        the shards resumes, other shards do not."""
+        data = [self.manifest["tokenizer"]["sha256"], {k: self.manifest["languages"][k]["train"] for k in self.labels}]
+        described = [data, self.seed, self.row_length, self.step_tokens,
                      [(seg.start, seg.end, {k: round(v, 9) for k, v in sorted(seg.mixture.shares.items())}) for seg in self.segments]]
         return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
 
@@ -157,13 +181,17 @@ class MixtureDataModule(L.LightningDataModule):
         if self.vocab_size is not None and vocab != self.vocab_size:
             raise ValueError(f"shards in {self.root} were tokenized with a vocab of {vocab}, the model has {self.vocab_size}; "
                              f"set model.vocab_size={vocab} or use shards made with the model's tokenizer")
-        for label in manifest["languages"]:
-            for split in ("train", "val"):
-                check_shards(self.root / label / split)
+        if self.remote is None:         # a remote's shards come down as they are read (streaming checks them)
+            for label, entry in manifest["languages"].items():
+                for split in ("train", "val"):
+                    if entry[split]["rows"]:
+                        check_shards(self.root / label / split)
         return manifest
 
     def _resolve_labels(self, languages: str | list[str]) -> list[str]:
         available = sorted(self.manifest["languages"])
+        if languages is None:
+            return available
         labels = labels_for(languages, available) if isinstance(languages, str) else list(languages)
         missing = sorted(set(labels) - set(available))
         if missing:
@@ -177,12 +205,16 @@ class MixtureDataModule(L.LightningDataModule):
         return self.manifest["row_length"]
 
     def train_dataloader(self):
-        from streaming import Stream, StreamingDataLoader
+        from streaming import StreamingDataLoader
 
         export_rank_env(self.trainer)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         seg = self.segments[min(epoch, len(self.segments) - 1)]
-        streams = [Stream(local=str(self.root / k), split="train", proportion=seg.mixture.shares[k]) for k in seg.labels]
+        if self.remote and self.trainer is not None:
+            # streaming allows one live dataset per local folder with a remote: let go of the last segment's first.
+            self.trainer.fit_loop._combined_loader = None
+            gc.collect()
+        streams = [self._stream(k, "train", proportion=seg.mixture.shares[k]) for k in seg.labels]
         rows = max(1, (seg.end - seg.start) // self.row_length)
         ds = indexed_dataset_class()(streams=streams, epoch_size=rows, shuffle=True, shuffle_seed=self.seed,
                               batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
@@ -198,11 +230,13 @@ class MixtureDataModule(L.LightningDataModule):
         Each StreamingDataset holds its shared memory (dozens of file descriptors) for the life of the
         process, so a dataset per language would exhaust descriptors at mmBERT's 1833 languages.
         """
-        from streaming import Stream, StreamingDataset
+        from streaming import StreamingDataset
 
         export_rank_env(self.trainer)
         labels = self.val_labels()
-        ds = StreamingDataset(streams=[Stream(local=str(self.root / k), split="val") for k in labels], shuffle=False,
-                              batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
+        if self._val_dataset is None:      # one for the run: it never changes (and a remote allows one per folder)
+            self._val_dataset = StreamingDataset(streams=[self._stream(k, "val") for k in labels], shuffle=False,
+                                                 batch_size=self.micro_batch, num_canonical_nodes=self.num_canonical_nodes)
+        ds = self._val_dataset
         return [DataLoader(Subset(ds, range(int(start), int(start + n))), batch_size=self.micro_batch, collate_fn=collate_rows)
                 for start, n in zip(ds.sample_offset_per_stream, ds.samples_per_stream)]
