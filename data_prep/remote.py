@@ -39,7 +39,7 @@ def explain(error: BaseException, url: str) -> str:
             or "credentials" in text.lower():
         return (f"no valid credentials for {url}{where} ({name}{': ' + code if code else ''}); set AWS_ACCESS_KEY_ID and "
                 f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for s3://, GOOGLE_APPLICATION_CREDENTIALS for gs://, ~/.oci/config for oci://")
-    if code == "NoSuchBucket" or "does not exist" in text and "bucket" in text.lower():
+    if code == "NoSuchBucket" or "does not exist" in text and "bucket" in text.lower() or _missing_s3_bucket(url, code):
         return f"bucket {bucket!r} does not exist{where}; create it or fix the bucket name in {url}"
     if code in ("404", "NoSuchKey") or "not found" in text.lower() or isinstance(error, FileNotFoundError):
         return f"{url} was not found{where}: the bucket is there but not this file; check the prefix (data.remote= points at the folder holding manifest.json)"
@@ -48,6 +48,22 @@ def explain(error: BaseException, url: str) -> str:
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionError"):
         return f"cannot reach the store for {url}{where} ({text}); check S3_ENDPOINT_URL and the network"
     return f"{url}: {name}: {text}"
+
+
+def _missing_s3_bucket(url: str, code: str) -> bool:
+    """streaming reports a missing object and a missing bucket alike (404); ask S3 which it is."""
+    if code not in ("404", "NoSuchKey") or urllib.parse.urlparse(url).scheme != "s3":
+        return False
+    import boto3
+    from botocore.exceptions import ClientError
+
+    try:
+        boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL")).head_bucket(Bucket=urllib.parse.urlparse(url).netloc)
+    except ClientError as e:
+        return str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket")
+    except Exception:                    # noqa: BLE001 (no answer: say what streaming said)
+        return False
+    return False
 
 
 def fetch(url: str, local: Path, timeout: float = 60.0) -> None:
