@@ -82,6 +82,18 @@ def fetch(url: str, local: Path, timeout: float = 60.0) -> None:
     os.replace(partial, local)
 
 
+def check_upload(local: str | Path, url: str) -> None:
+    """Before any work: the URL is one streaming writes and its bucket is there (the uploader checks on creation)."""
+    from streaming.base.storage.upload import CloudUploader
+
+    check_remote_url(url)
+    Path(local).mkdir(parents=True, exist_ok=True)
+    try:
+        CloudUploader.get(out=(str(local), url), keep_local=True, exist_ok=True)
+    except Exception as e:               # noqa: BLE001
+        raise ValueError(f"--upload: {explain(e, url)}") from None
+
+
 def upload_folder(local: str | Path, url: str) -> int:
     """Every file of a finished shard folder under `url`, the manifest last; returns the number of files."""
     from streaming.base.storage.upload import CloudUploader

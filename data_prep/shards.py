@@ -32,7 +32,7 @@ from .manifest import TOKENIZER_FILE, new_manifest, read_manifest, write_manifes
 from .mds_rows import RowWriter, check_compression, parse_size, write_index
 from .packing import BestFitPacker, split_document
 from .readers import BadInput, LanguageSource, discover, file_records
-from .remote import check_remote_url, upload_folder
+from .remote import check_upload, upload_folder
 from .tokenizer import TokenizerInfo, check_tokenizer, file_sha256, load_tokenizer
 from .units import Unit, plan_units
 from .workers import run_in_workers
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.upload:
-            check_remote_url(args.upload)
+            check_upload(args.out, args.upload)
         manifest = build_shards(
             args.input, args.tokenizer, args.out, settings, workers=args.workers,
             languages=args.languages.split(",") if args.languages else None,

@@ -7,7 +7,6 @@ Validation is one loader per language over its held-out rows.
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 import json
 import os
@@ -210,10 +209,6 @@ class MixtureDataModule(L.LightningDataModule):
         export_rank_env(self.trainer)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         seg = self.segments[min(epoch, len(self.segments) - 1)]
-        if self.remote and self.trainer is not None:
-            # streaming allows one live dataset per local folder with a remote: let go of the last segment's first.
-            self.trainer.fit_loop._combined_loader = None
-            gc.collect()
         streams = [self._stream(k, "train", proportion=seg.mixture.shares[k]) for k in seg.labels]
         rows = max(1, (seg.end - seg.start) // self.row_length)
         ds = indexed_dataset_class()(streams=streams, epoch_size=rows, shuffle=True, shuffle_seed=self.seed,
