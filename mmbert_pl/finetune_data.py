@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep.shards import holdout_score
+from data_prep.holdout import holdout_score
 from data_prep.tokenizer import GEMMA_IDS, load_tokenizer
 
 from .model.documents import cu_seqlens_from_lengths

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_prep.shards import holdout_score
+from data_prep.holdout import holdout_score
 from mmbert_pl.embedding import batches_by_tokens, pooled
 from mmbert_pl.finetune_data import chunks, truncate_pair
 from mmbert_pl.retrieval import accuracy_at_1, held_out, read_parallel, retrieval_scores

@@ -19,14 +19,21 @@ def test_trained_tokenizer_has_gemma_special_ids(tokenizer_model: Path) -> None:
     assert sp.unk_id() not in sp.encode(text)
 
 
-def test_temperature_lifts_small_languages(sample_dir: Path) -> None:
+def test_temperature_lifts_small_languages(sample_dir: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"             # English 20 times the size of each of five other languages
+    corpus.mkdir()
+    (corpus / "eng_Latn.txt").write_text((sample_dir / "eng_Latn.txt").read_text() * 20)
+    for label in ("fao_Latn", "isl_Latn", "tur_Latn", "fin_Latn", "pol_Latn"):
+        (corpus / f"{label}.txt").write_text((sample_dir / f"{label}.txt").read_text())
+    eng = set((sample_dir / "eng_Latn.txt").read_text().split("\n"))
+
     def english_share(tau: float) -> float:
-        eng = set((sample_dir / "eng_Latn.txt").read_text().split("\n"))
-        pieces = list(sample_sentences(sample_dir, tau, 400_000, seed=0))
+        pieces = list(sample_sentences(corpus, tau, 400_000, seed=0))
         total = sum(map(len, pieces))
+        assert 400_000 <= total < 400_000 + 6 * 2000          # the budget, give or take a chunk per language
         return sum(len(p) for p in pieces if any(p and p in e for e in eng)) / total
 
-    assert english_share(1.0) > 1.5 * english_share(0.3)
+    assert english_share(1.0) > 0.7 > 0.4 > english_share(0.3)
 
 
 def test_check_rejects_a_model_without_mask(tmp_path: Path, sample_dir: Path) -> None:
