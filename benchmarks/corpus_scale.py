@@ -53,7 +53,7 @@ def generate(folder: Path, total_bytes: int, labels: int, big_share: float, seed
         with open(folder / f"{name}.txt", "w", encoding="utf-8") as f:
             written = 0
             while written < sizes[name]:
-                block = "".join(" ".join(rng.choices(pool, k=rng.randint(1, 6))) + "\n" for _ in range(2000))
+                block = "".join(" ".join(rng.choices(pool, k=rng.randint(1, 6))) + "\n" for _ in range(50))
                 f.write(block)
                 written += len(block.encode())
     return {n: (folder / f"{n}.txt").stat().st_size for n in names}

@@ -109,6 +109,12 @@ def test_training_on_the_moved_folder_with_the_default_config(own_shards: tuple[
     header = next(csv.reader(open(run_dir / "logs" / "metrics.csv")))
     assert {f"val/{k}/loss" for k in labels if k != "smo_Latn"} <= set(header)
     assert (run_dir / "hf" / "tokenizer.model").exists()
+    # The run knows its data by content: the folder synced elsewhere is the same data (another one would be refused).
+    copy = tmp_path / "synced"
+    shutil.copytree(shards, copy)
+    again = run([sys.executable, "-m", "mmbert_pl.run", f"data.root={copy}", "trainer.max_steps=4", "trainer.progress_bar=false"],
+                "the same run on a copy of the shards", env=env)
+    assert again.returncode == 0 and "already finished at step 4" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
 
 
 def test_a_named_set_says_what_it_leaves_out(own_shards: tuple[Path, Path], tmp_path: Path) -> None:
