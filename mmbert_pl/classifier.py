@@ -14,6 +14,20 @@ from .model.encoder import Encoder
 from .model.layers import layer_norm
 
 
+class PredictionHead(nn.Module):
+    """ModernBERT's classifier head, named as transformers' `ModernBertPredictionHead` (with `classifier_bias`):
+    dense, GELU, LayerNorm. Its state dict is the HF export's `head.*` as it is."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.act = nn.GELU()
+        self.norm = layer_norm(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(x)))
+
+
 class SequenceClassifier(L.LightningModule):
     """`pooling` is `mean` (over a document's tokens) or `cls` (the [bos] token's state). The head is
     ModernBERT's: dense, GELU, LayerNorm, dropout, then the classifier."""
@@ -27,7 +41,7 @@ class SequenceClassifier(L.LightningModule):
         self.save_hyperparameters()
         cfg = EncoderConfig(**model)
         self.encoder = Encoder(cfg, attn_backend)
-        self.head = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.GELU(), layer_norm(cfg), nn.Dropout(dropout))
+        self.head, self.drop = PredictionHead(cfg), nn.Dropout(dropout)
         self.classifier = nn.Linear(cfg.hidden_size, len(labels))
         n = len(labels)
         self.val_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
@@ -39,7 +53,7 @@ class SequenceClassifier(L.LightningModule):
         lengths = cu_seqlens[1:] - cu_seqlens[:-1]
         hidden = self.encoder(input_ids, cu_seqlens, int(lengths.max()))
         x = pooled(hidden, cu_seqlens) if self.hparams.pooling == "mean" else hidden[cu_seqlens[:-1].long()]
-        return self.classifier(self.head(x.to(hidden.dtype)))
+        return self.classifier(self.drop(self.head(x.to(hidden.dtype))))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = nn.functional.cross_entropy(self(batch["input_ids"], batch["cu_seqlens"]).float(), batch["labels"])
@@ -74,16 +88,20 @@ class SequenceClassifier(L.LightningModule):
                 self.log(f"val/{name}/acc", acc)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        decay = [p for n, p in self.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in self.named_parameters() if p.ndim <= 1]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=hp.lr)
-        warm = max(1, int(hp.warmup * hp.total_steps))
+        return adamw_with_warmup(self, self.hparams)
 
-        def factor(step: int) -> float:          # linear warmup, then cosine to 0
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, hp.total_steps - warm))))
 
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}}
+def adamw_with_warmup(module: L.LightningModule, hp) -> dict:
+    """AdamW (no decay on biases and norms), linear warmup over `hp.warmup` of the steps, then cosine to 0."""
+    decay = [p for n, p in module.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in module.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=hp.lr)
+    warm = max(1, int(hp.warmup * hp.total_steps))
+
+    def factor(step: int) -> float:          # linear warmup, then cosine to 0
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, hp.total_steps - warm))))
+
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}}

@@ -1,11 +1,15 @@
-"""Fine-tune an encoder for sequence classification (single text or text pair).
+"""Fine-tune an encoder: sequence classification (`head=sequence`, single text or text pair) or token
+classification (`head=token`: NER, POS).
 
     python -m mmbert_pl.finetune encoder=runs/sample/hf task=langid
     python -m mmbert_pl.finetune encoder=runs/sample/checkpoints/last.ckpt data.train=train.csv \\
         data.validation=dev.csv data.text=premise data.text_pair=hypothesis data.label=label data.language=lang
+    python -m mmbert_pl.finetune head=token encoder=runs/sample/hf data.train=train.jsonl data.validation=dev.conll
+    python -m mmbert_pl.finetune head=token encoder=runs/sample/hf task=codeswitch
 
-Writes `out_dir/checkpoints/best.ckpt` (best validation accuracy), `out_dir/logs/` and
-`out_dir/results.json` (the best checkpoint's accuracy, macro-F1, majority baseline, per language).
+Writes `out_dir/checkpoints/best.ckpt` (best validation accuracy or entity F1), `out_dir/logs/`,
+`out_dir/hf/` (the best checkpoint in transformers' own task class, with id2label) and `out_dir/results.json`
+(the best checkpoint's scores, the trivial baseline's, per language).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ class FinetuneData:
     text_pair: Optional[str] = None
     label: str = "label"
     language: Optional[str] = None       # a column naming each example's language: per-language scores
+    tokens: str = "tokens"               # head=token, .jsonl: the field of the words
+    tags: str = "tags"                   # head=token, .jsonl: the field of their tags (strings)
     max_tokens: int = 256
     batch_size: int = 32
 
@@ -45,12 +51,23 @@ class LangIdTask:
 
 
 @dataclass
+class CodeSwitchTask:
+    """The built-in token task: sentences switching between two languages of the sample, one language tag per word."""
+    corpus: Optional[str] = None
+    languages: int = 6
+    per_language: int = 60
+    val_share: float = 0.2
+
+
+@dataclass
 class FinetuneConf:
     encoder: Optional[str] = None        # our .ckpt or a Hugging Face directory
     tokenizer: Optional[str] = None      # default: the tokenizer.model beside the model
-    task: str = "files"                  # files: data.train / data.validation; langid: the built-in task
+    head: str = "sequence"               # sequence | token
+    task: str = "files"                  # files: data.train / data.validation; built in: langid (sequence), codeswitch (token)
     data: FinetuneData = field(default_factory=FinetuneData)
     langid: LangIdTask = field(default_factory=LangIdTask)
+    codeswitch: CodeSwitchTask = field(default_factory=CodeSwitchTask)
     pooling: str = "mean"                # mean | cls
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -73,6 +90,8 @@ def load_examples(cfg: DictConfig):
     from .finetune_data import check_labels, examples_from, language_id_task
     from .sample_data import SAMPLE_TEXT
 
+    if cfg.task != "files" and (cfg.task, cfg.head) not in (("langid", "sequence"), ("codeswitch", "token")):
+        raise ValueError(f"task={cfg.task} is a {'sequence' if cfg.task == 'langid' else 'token'} task; it does not go with head={cfg.head}")
     if cfg.task == "langid":
         train, val = language_id_task(cfg.langid.corpus or SAMPLE_TEXT, cfg.langid.chunk_chars, cfg.langid.per_language,
                                       cfg.langid.val_share, cfg.seed)
@@ -83,20 +102,32 @@ def load_examples(cfg: DictConfig):
         train = examples_from(d.train, d.text, d.label, d.text_pair, d.language)
         val = examples_from(d.validation, d.text, d.label, d.text_pair, d.language)
     else:
-        raise ValueError(f"task={cfg.task!r}: choose files (data.train / data.validation) or langid (built in)")
+        raise ValueError(f"task={cfg.task!r}: choose files (data.train / data.validation), langid or codeswitch (built in)")
     return train, val, check_labels(train, val)
 
 
+def load_tagged(cfg: DictConfig):
+    from .sample_data import SAMPLE_TEXT
+    from .token_data import check_tags, codeswitch_task, read_tagged
+
+    if cfg.task == "codeswitch":
+        c = cfg.codeswitch
+        train, val = codeswitch_task(c.corpus or SAMPLE_TEXT, c.languages, c.per_language, c.val_share, cfg.seed)
+    elif cfg.task == "files":
+        if not cfg.data.train or not cfg.data.validation:
+            raise ValueError("give data.train=FILE and data.validation=FILE (.jsonl or CoNLL text), or task=codeswitch")
+        d = cfg.data
+        train, val = (read_tagged(f, d.tokens, d.tags, d.language) for f in (d.train, d.validation))
+    else:
+        raise ValueError(f"task={cfg.task} is a sequence task; head=token takes task=files or task=codeswitch")
+    return train, val, check_tags(train, val)
+
+
 def finetune(cfg: DictConfig) -> dict:
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    from .model_files import find_tokenizer
 
-    from .classifier import SequenceClassifier
-    from .finetune_data import Encoded, collate
-    from .model_files import find_tokenizer, read_model
-
+    if cfg.head not in ("sequence", "token"):
+        raise ValueError(f"head={cfg.head!r}: choose sequence or token")
     if cfg.pooling not in ("mean", "cls"):
         raise ValueError(f"pooling={cfg.pooling!r}: choose mean or cls")
     if not cfg.encoder:
@@ -106,6 +137,40 @@ def finetune(cfg: DictConfig) -> dict:
     tokenizer = Path(cfg.tokenizer) if cfg.tokenizer else find_tokenizer([cfg.encoder])
     if tokenizer is None:
         raise ValueError(f"no tokenizer.model beside {cfg.encoder}; pass tokenizer=PATH")
+    return (finetune_tokens if cfg.head == "token" else finetune_sequences)(cfg, tokenizer)
+
+
+def fit_best(cfg: DictConfig, module, train_dl, val_dl, monitor: str) -> tuple[str, dict]:
+    """Train, keep the best checkpoint by `monitor` and load it back into `module`; (its path, its scores)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    out = Path(cfg.out_dir)
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="max", save_top_k=1)
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.epochs,
+                        precision=cfg.precision or ("bf16-mixed" if torch.cuda.is_available() and cfg.accelerator != "cpu" else "32-true"),
+                        logger=CSVLogger(out, name="logs", version=""), callbacks=[best], enable_progress_bar=cfg.progress_bar,
+                        log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(out))
+    trainer.fit(module, train_dl, val_dl)
+    return best.best_model_path, trainer.validate(module, val_dl, ckpt_path="best", verbose=False)[0]
+
+
+def write_results(cfg: DictConfig, results: dict) -> None:
+    out = Path(cfg.out_dir) / "results.json"
+    out.write_text(json.dumps({**results, "head": cfg.head, "task": cfg.task, "seed": cfg.seed, "lr": cfg.lr}, indent=1) + "\n")
+
+
+def finetune_sequences(cfg: DictConfig, tokenizer: Path) -> dict:
+    import lightning as L
+    import torch
+
+    from .classifier import SequenceClassifier
+    from .finetune_data import Encoded, collate
+    from .hf import export_task_hf
+    from .model_files import read_model
+
     train, val, labels = load_examples(cfg)          # data problems surface before the model loads
     languages = sorted({e.language for e in train + val if e.language})
     majority = Counter(e.label for e in val).most_common(1)[0][1] / len(val)
@@ -117,25 +182,53 @@ def finetune(cfg: DictConfig) -> dict:
     val_ds = Encoded(val, tokenizer, labels, cfg.data.max_tokens, languages)
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.data.batch_size, collate_fn=collate)
-    total = cfg.epochs * len(train_dl)
     module = SequenceClassifier(encoder.cfg.to_dict(), labels, languages, cfg.pooling, cfg.lr, cfg.weight_decay,
-                                cfg.warmup, total, cfg.dropout, cfg.attn_backend)
+                                cfg.warmup, cfg.epochs * len(train_dl), cfg.dropout, cfg.attn_backend)
     module.encoder.load_state_dict(encoder.model.state_dict())
-
-    out = Path(cfg.out_dir)
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/acc", mode="max", save_top_k=1)
-    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.epochs,
-                        precision=cfg.precision or ("bf16-mixed" if torch.cuda.is_available() and cfg.accelerator != "cpu" else "32-true"),
-                        logger=CSVLogger(out, name="logs", version=""), callbacks=[best], enable_progress_bar=cfg.progress_bar,
-                        log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(out))
-    trainer.fit(module, train_dl, val_dl)
-    scores = trainer.validate(module, val_dl, ckpt_path="best", verbose=False)[0]
+    best, scores = fit_best(cfg, module, train_dl, val_dl, "val/acc")
+    hf = export_task_hf(module, "ModernBertForSequenceClassification", labels, Path(cfg.out_dir) / "hf", tokenizer, cfg.pooling)
     results = {"accuracy": scores["val/acc"], "macro_f1": scores["val/f1"], "majority_baseline": majority,
                "labels": len(labels), "train_examples": len(train), "validation_examples": len(val),
-               "best_checkpoint": best.best_model_path, "per_language": module.language_scores}
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"best checkpoint {best.best_model_path}: accuracy {results['accuracy']:.1%}, macro-F1 {results['macro_f1']:.1%} "
-          f"(majority baseline {majority:.1%}); {out / 'results.json'}")
+               "best_checkpoint": best, "hf": str(hf), "per_language": module.language_scores}
+    write_results(cfg, results)
+    print(f"best checkpoint {best}: accuracy {results['accuracy']:.1%}, macro-F1 {results['macro_f1']:.1%} "
+          f"(majority baseline {majority:.1%}); {hf}; {Path(cfg.out_dir) / 'results.json'}")
+    return results
+
+
+def finetune_tokens(cfg: DictConfig, tokenizer: Path) -> dict:
+    import lightning as L
+    import torch
+
+    from .hf import export_task_hf
+    from .model_files import read_model
+    from .token_classifier import TokenClassifier
+    from .token_data import EncodedTags, collate_tags
+    from .token_metrics import token_scores
+
+    train, val, tags = load_tagged(cfg)
+    languages = sorted({s.language for s in train + val if s.language})
+    common = Counter(t for s in train for t in s.tags).most_common(1)[0][0]
+    baseline = token_scores([s.tags for s in val], [[common] * len(s.tags) for s in val])
+    print(f"{len(train)} training and {len(val)} validation sentences, {len(tags)} tags; most frequent tag {common!r}: "
+          f"token accuracy {baseline['token_accuracy']:.1%}, entity F1 {baseline['entity_f1']:.1%}")
+
+    L.seed_everything(cfg.seed, workers=True)
+    encoder = read_model(cfg.encoder, attn_backend="sdpa")
+    train_dl = torch.utils.data.DataLoader(EncodedTags(train, tokenizer, tags, cfg.data.max_tokens, languages),
+                                           batch_size=cfg.data.batch_size, shuffle=True, collate_fn=collate_tags)
+    val_dl = torch.utils.data.DataLoader(EncodedTags(val, tokenizer, tags, cfg.data.max_tokens, languages),
+                                         batch_size=cfg.data.batch_size, collate_fn=collate_tags)
+    module = TokenClassifier(encoder.cfg.to_dict(), tags, languages, cfg.lr, cfg.weight_decay, cfg.warmup,
+                             cfg.epochs * len(train_dl), cfg.dropout, cfg.attn_backend)
+    module.encoder.load_state_dict(encoder.model.state_dict())
+    best, _ = fit_best(cfg, module, train_dl, val_dl, "val/entity_f1")
+    hf = export_task_hf(module, "ModernBertForTokenClassification", tags, Path(cfg.out_dir) / "hf", tokenizer)
+    results = {**module.scores, "baseline": {"tag": common, **baseline}, "tags": len(tags), "train_sentences": len(train),
+               "validation_sentences": len(val), "best_checkpoint": best, "hf": str(hf), "per_language": module.language_scores}
+    write_results(cfg, results)
+    print(f"best checkpoint {best}: token accuracy {results['token_accuracy']:.1%}, entity F1 {results['entity_f1']:.1%} "
+          f"(most frequent tag: {baseline['token_accuracy']:.1%}, {baseline['entity_f1']:.1%}); {hf}; {Path(cfg.out_dir) / 'results.json'}")
     return results
 
 

@@ -110,7 +110,13 @@ def encoder_config_from_hf(hf: dict) -> EncoderConfig:
 
 
 def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: str | Path | None = None) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM.
+    """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM."""
+    state = {k: v for k, v in model.state_dict().items() if k != TIED}
+    return write_hf_dir(state, hf_config_dict(model.cfg), out_dir, tokenizer_model)
+
+
+def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Path, tokenizer_model: str | Path | None) -> Path:
+    """A transformers directory of these weights and config (+ tokenizer files).
 
     The files go to `OUT.tmp/` and replace `OUT/` only once all are written, so a failed export (a full
     disk) leaves the previous export as it was and raises an OSError naming the file it could not write."""
@@ -119,11 +125,11 @@ def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: st
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items() if k != TIED}
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
         with writing(out / "model.safetensors"):
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         with writing(out / "config.json"):
-            (tmp / "config.json").write_text(json.dumps(hf_config_dict(model.cfg), indent=2) + "\n")
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if tokenizer_model is not None:
             with writing(out):
                 save_hf_tokenizer(tokenizer_model, tmp)
@@ -136,6 +142,19 @@ def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: st
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def export_task_hf(module, architecture: str, labels: list[str], out_dir: str | Path, tokenizer_model: str | Path,
+                   pooling: str = "mean") -> Path:
+    """A fine-tuned classifier (ours: `encoder`, `head`, `classifier`) as transformers' `architecture`
+    (ModernBertForSequenceClassification or ModernBertForTokenClassification), with id2label."""
+    state = {f"model.{k}": v for k, v in module.encoder.state_dict().items()}
+    state.update({f"head.{k}": v for k, v in module.head.state_dict().items()})
+    state.update({f"classifier.{k}": v for k, v in module.classifier.state_dict().items()})
+    config = {**hf_config_dict(module.encoder.cfg), "architectures": [architecture], "classifier_bias": True,
+              "classifier_pooling": pooling, "classifier_dropout": float(module.hparams.dropout),
+              "id2label": {str(i): k for i, k in enumerate(labels)}, "label2id": {k: i for i, k in enumerate(labels)}}
+    return write_hf_dir(state, config, out_dir, tokenizer_model)
 
 
 def export_problem(hf_dir: str | Path) -> str | None:

@@ -86,6 +86,22 @@ def test_language_identification_beats_the_majority_baseline(trained_run: Path, 
     assert results["accuracy"] > results["majority_baseline"] + 0.5, results
     assert Path(results["best_checkpoint"]).exists()
     assert len(results["per_language"]) == 40 and "fao_Latn" in results["per_language"]
+    # The export is transformers' own ModernBertForSequenceClassification, with the labels, giving our logits.
+    from transformers import AutoModelForSequenceClassification
+
+    from mmbert_pl.classifier import SequenceClassifier
+    from mmbert_pl.finetune_data import Encoded, Example, collate
+
+    out = tmp_path / "finetune-langid"
+    ours = SequenceClassifier.load_from_checkpoint(results["best_checkpoint"], map_location="cpu").eval()
+    hf = AutoModelForSequenceClassification.from_pretrained(out / "hf", attn_implementation="eager").eval()
+    assert hf.config.id2label == dict(enumerate(ours.hparams.labels)) and hf.config.classifier_pooling == "mean"
+    batch = collate([Encoded([Example("Þetta er stutt setning á íslensku.", "fao_Latn")], out / "hf" / "tokenizer.model",
+                             ours.hparams.labels, 64, [])[0]])
+    with torch.no_grad():
+        mine = ours(batch["input_ids"], batch["cu_seqlens"])
+        theirs = hf(input_ids=batch["input_ids"][None], attention_mask=torch.ones(1, len(batch["input_ids"]))).logits
+    torch.testing.assert_close(theirs, mine, atol=2e-4, rtol=1e-4)
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
