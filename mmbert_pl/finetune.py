@@ -1,13 +1,15 @@
-"""Fine-tune an encoder: sequence classification (`head=sequence`, single text or text pair) or token
-classification (`head=token`: NER, POS).
+"""Fine-tune an encoder: sequence classification (`head=sequence`, single text or text pair), token
+classification (`head=token`: NER, POS) or extractive QA (`head=span`: SQuAD v1.1/v2 JSON).
 
     python -m mmbert_pl.finetune encoder=runs/sample/hf task=langid
     python -m mmbert_pl.finetune encoder=runs/sample/checkpoints/last.ckpt data.train=train.csv \\
         data.validation=dev.csv data.text=premise data.text_pair=hypothesis data.label=label data.language=lang
     python -m mmbert_pl.finetune head=token encoder=runs/sample/hf data.train=train.jsonl data.validation=dev.conll
     python -m mmbert_pl.finetune head=token encoder=runs/sample/hf task=codeswitch
+    python -m mmbert_pl.finetune head=span encoder=runs/sample/hf data.train=train-v2.0.json data.validation=xquad.de.json
+    python -m mmbert_pl.finetune head=span encoder=runs/sample/hf task=sentence
 
-Writes `out_dir/checkpoints/best.ckpt` (best validation accuracy or entity F1), `out_dir/logs/`,
+Writes `out_dir/checkpoints/best.ckpt` (best validation accuracy, entity F1 or QA F1), `out_dir/logs/`,
 `out_dir/hf/` (the best checkpoint in transformers' own task class, with id2label) and `out_dir/results.json`
 (the best checkpoint's scores, the trivial baseline's, per language).
 """
@@ -29,7 +31,7 @@ from .bad_input import exit_on_bad_input
 
 @dataclass
 class FinetuneData:
-    train: Optional[str] = None          # .csv or .jsonl
+    train: Optional[str] = None          # .csv or .jsonl; head=token: .jsonl or CoNLL; head=span: SQuAD JSON
     validation: Optional[str] = None
     text: str = "text"
     text_pair: Optional[str] = None
@@ -37,7 +39,10 @@ class FinetuneData:
     language: Optional[str] = None       # a column naming each example's language: per-language scores
     tokens: str = "tokens"               # head=token, .jsonl: the field of the words
     tags: str = "tags"                   # head=token, .jsonl: the field of their tags (strings)
-    max_tokens: int = 256
+    max_tokens: int = 256                # head=span: a window, question included
+    stride: int = 128                    # head=span: tokens shared by consecutive windows of a long context
+    max_question_tokens: int = 64        # head=span: longer questions are cut
+    max_answer_tokens: Optional[int] = None   # head=span: longest predicted span; None: the longest training answer
     batch_size: int = 32
 
 
@@ -60,14 +65,25 @@ class CodeSwitchTask:
 
 
 @dataclass
+class SentenceTask:
+    """The built-in span task: find the sentence of a multi-sentence context that a fragment of it comes from."""
+    corpus: Optional[str] = None
+    languages: int = 6
+    per_language: int = 60
+    sentences: int = 4                   # consecutive sentences of one document per context
+    val_share: float = 0.2
+
+
+@dataclass
 class FinetuneConf:
     encoder: Optional[str] = None        # our .ckpt or a Hugging Face directory
     tokenizer: Optional[str] = None      # default: the tokenizer.model beside the model
-    head: str = "sequence"               # sequence | token
-    task: str = "files"                  # files: data.train / data.validation; built in: langid (sequence), codeswitch (token)
+    head: str = "sequence"               # sequence | token | span
+    task: str = "files"                  # files: data.train / data.validation; built in: langid (sequence), codeswitch (token), sentence (span)
     data: FinetuneData = field(default_factory=FinetuneData)
     langid: LangIdTask = field(default_factory=LangIdTask)
     codeswitch: CodeSwitchTask = field(default_factory=CodeSwitchTask)
+    sentence: SentenceTask = field(default_factory=SentenceTask)
     pooling: str = "mean"                # mean | cls
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -90,19 +106,15 @@ def load_examples(cfg: DictConfig):
     from .finetune_data import check_labels, examples_from, language_id_task
     from .sample_data import SAMPLE_TEXT
 
-    if cfg.task != "files" and (cfg.task, cfg.head) not in (("langid", "sequence"), ("codeswitch", "token")):
-        raise ValueError(f"task={cfg.task} is a {'sequence' if cfg.task == 'langid' else 'token'} task; it does not go with head={cfg.head}")
     if cfg.task == "langid":
         train, val = language_id_task(cfg.langid.corpus or SAMPLE_TEXT, cfg.langid.chunk_chars, cfg.langid.per_language,
                                       cfg.langid.val_share, cfg.seed)
-    elif cfg.task == "files":
+    else:
         if not cfg.data.train or not cfg.data.validation:
             raise ValueError("give data.train=FILE and data.validation=FILE (.csv or .jsonl), or task=langid")
         d = cfg.data
         train = examples_from(d.train, d.text, d.label, d.text_pair, d.language)
         val = examples_from(d.validation, d.text, d.label, d.text_pair, d.language)
-    else:
-        raise ValueError(f"task={cfg.task!r}: choose files (data.train / data.validation), langid or codeswitch (built in)")
     return train, val, check_labels(train, val)
 
 
@@ -118,16 +130,41 @@ def load_tagged(cfg: DictConfig):
             raise ValueError("give data.train=FILE and data.validation=FILE (.jsonl or CoNLL text), or task=codeswitch")
         d = cfg.data
         train, val = (read_tagged(f, d.tokens, d.tags, d.language) for f in (d.train, d.validation))
-    else:
-        raise ValueError(f"task={cfg.task} is a sequence task; head=token takes task=files or task=codeswitch")
     return train, val, check_tags(train, val)
+
+
+def load_questions(cfg: DictConfig):
+    from .sample_data import SAMPLE_TEXT
+    from .span_data import read_squad, sentence_task
+
+    if cfg.task == "sentence":
+        c = cfg.sentence
+        return sentence_task(c.corpus or SAMPLE_TEXT, c.languages, c.per_language, c.sentences, c.val_share, cfg.seed)
+    if not cfg.data.train or not cfg.data.validation:
+        raise ValueError("give data.train=FILE and data.validation=FILE (SQuAD v1.1/v2 JSON), or task=sentence")
+    train, val = (read_squad(f, cfg.data.language) for f in (cfg.data.train, cfg.data.validation))
+    if not any(e.answers for e in train):
+        raise ValueError(f"{cfg.data.train}: no question has an answer; extractive QA needs answered questions to train on")
+    return train, val
+
+
+TASKS = {"sequence": ("langid",), "token": ("codeswitch",), "span": ("sentence",)}
+
+
+def check_task(cfg: DictConfig) -> None:
+    if cfg.head not in TASKS:
+        raise ValueError(f"head={cfg.head!r}: choose sequence, token or span")
+    if cfg.task != "files" and cfg.task not in TASKS[cfg.head]:
+        owner = next((h for h, tasks in TASKS.items() if cfg.task in tasks), None)
+        raise ValueError(f"task={cfg.task} is a {owner} task; head={cfg.head} takes task=files or task={TASKS[cfg.head][0]}"
+                         if owner else f"task={cfg.task!r}: choose files (data.train / data.validation) or a built-in task: "
+                         + ", ".join(f"{t} (head={h})" for h, ts in TASKS.items() for t in ts))
 
 
 def finetune(cfg: DictConfig) -> dict:
     from .model_files import find_tokenizer
 
-    if cfg.head not in ("sequence", "token"):
-        raise ValueError(f"head={cfg.head!r}: choose sequence or token")
+    check_task(cfg)
     if cfg.pooling not in ("mean", "cls"):
         raise ValueError(f"pooling={cfg.pooling!r}: choose mean or cls")
     if not cfg.encoder:
@@ -137,7 +174,7 @@ def finetune(cfg: DictConfig) -> dict:
     tokenizer = Path(cfg.tokenizer) if cfg.tokenizer else find_tokenizer([cfg.encoder])
     if tokenizer is None:
         raise ValueError(f"no tokenizer.model beside {cfg.encoder}; pass tokenizer=PATH")
-    return (finetune_tokens if cfg.head == "token" else finetune_sequences)(cfg, tokenizer)
+    return {"sequence": finetune_sequences, "token": finetune_tokens, "span": finetune_spans}[cfg.head](cfg, tokenizer)
 
 
 def fit_best(cfg: DictConfig, module, train_dl, val_dl, monitor: str) -> tuple[str, dict]:
@@ -148,7 +185,8 @@ def fit_best(cfg: DictConfig, module, train_dl, val_dl, monitor: str) -> tuple[s
     from lightning.pytorch.loggers import CSVLogger
 
     out = Path(cfg.out_dir)
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="max", save_top_k=1)
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="max", save_top_k=1,
+                           enable_version_counter=False)
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.epochs,
                         precision=cfg.precision or ("bf16-mixed" if torch.cuda.is_available() and cfg.accelerator != "cpu" else "32-true"),
                         logger=CSVLogger(out, name="logs", version=""), callbacks=[best], enable_progress_bar=cfg.progress_bar,
@@ -229,6 +267,60 @@ def finetune_tokens(cfg: DictConfig, tokenizer: Path) -> dict:
     write_results(cfg, results)
     print(f"best checkpoint {best}: token accuracy {results['token_accuracy']:.1%}, entity F1 {results['entity_f1']:.1%} "
           f"(most frequent tag: {baseline['token_accuracy']:.1%}, {baseline['entity_f1']:.1%}); {hf}; {Path(cfg.out_dir) / 'results.json'}")
+    return results
+
+
+def first_words_baseline(train: list, val: list) -> dict:
+    """The context's first N words for every question, N the median word count of the training answers."""
+    from statistics import median
+
+    from .squad_metrics import qa_scores
+
+    n = max(1, round(median(len(e.answers[0][0].split()) for e in train if e.answers)))
+    return {"first_words": n, **qa_scores([[a for a, _ in e.answers] for e in val], [" ".join(e.context.split()[:n]) for e in val])}
+
+
+def finetune_spans(cfg: DictConfig, tokenizer: Path) -> dict:
+    import lightning as L
+    import torch
+
+    from data_prep.tokenizer import load_tokenizer
+
+    from .hf import export_task_hf
+    from .model_files import read_model
+    from .span_classifier import SpanClassifier
+    from .span_data import EncodedSpans, collate_spans, make_windows
+
+    train, val = load_questions(cfg)
+    d = cfg.data
+    longest = max(len(ids) for ids in load_tokenizer(tokenizer).encode([e.answers[0][0] for e in train if e.answers]))
+    max_answer = d.max_answer_tokens or longest
+    allow_null = any(not e.answers for e in train)
+    train_w, val_w = (make_windows(x, tokenizer, d.max_tokens, d.stride, d.max_question_tokens) for x in (train, val))
+    languages = sorted({e.language for e in train + val if e.language})
+    baseline = first_words_baseline(train, val)
+    print(f"{len(train)} training and {len(val)} validation questions in {len(train_w)} and {len(val_w)} windows of at most "
+          f"{d.max_tokens} tokens (stride {d.stride}); {'SQuAD v2: empty answers allowed' if allow_null else 'every question answered'}; "
+          f"answers up to {max_answer} tokens; first {baseline['first_words']} words: exact match {baseline['exact_match']:.1%}, "
+          f"F1 {baseline['f1']:.1%}")
+
+    L.seed_everything(cfg.seed, workers=True)
+    encoder = read_model(cfg.encoder, attn_backend="sdpa")
+    train_dl = torch.utils.data.DataLoader(EncodedSpans(train_w), batch_size=d.batch_size, shuffle=True, collate_fn=collate_spans)
+    val_dl = torch.utils.data.DataLoader(EncodedSpans(val_w), batch_size=d.batch_size, collate_fn=collate_spans)
+    module = SpanClassifier(encoder.cfg.to_dict(), languages, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.epochs * len(train_dl),
+                            cfg.dropout, cfg.attn_backend, max_answer, allow_null, validation=(val, val_w))
+    module.encoder.load_state_dict(encoder.model.state_dict())
+    best, _ = fit_best(cfg, module, train_dl, val_dl, "val/f1")
+    hf = export_task_hf(module, "ModernBertForQuestionAnswering", ["start", "end"], Path(cfg.out_dir) / "hf", tokenizer)
+    (Path(cfg.out_dir) / "predictions.json").write_text(json.dumps(module.predictions, ensure_ascii=False, indent=0) + "\n")
+    results = {**{k: module.scores[k] for k in ("exact_match", "f1")}, "baseline": baseline, "squad_v2": allow_null,
+               "train_questions": len(train), "validation_questions": len(val), "max_answer_tokens": max_answer,
+               "best_checkpoint": best, "hf": str(hf), "per_language": module.language_scores}
+    write_results(cfg, results)
+    print(f"best checkpoint {best}: exact match {results['exact_match']:.1%}, F1 {results['f1']:.1%} (first "
+          f"{baseline['first_words']} words: {baseline['exact_match']:.1%}, {baseline['f1']:.1%}); {hf}; "
+          f"{Path(cfg.out_dir) / 'results.json'}")
     return results
 
 
