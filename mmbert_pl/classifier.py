@@ -84,7 +84,7 @@ class SequenceClassifier(L.LightningModule):
             if sel.any():
                 acc = float((preds[sel] == target[sel]).float().mean())
                 f1 = float(torchmetrics.functional.classification.multiclass_f1_score(preds[sel], target[sel], n, average="macro"))
-                self.language_scores[name] = {"acc": acc, "f1": f1, "examples": int(sel.sum())}
+                self.language_scores[name] = {"accuracy": acc, "macro_f1": f1, "examples": int(sel.sum())}
                 self.log(f"val/{name}/acc", acc)
 
     def configure_optimizers(self):

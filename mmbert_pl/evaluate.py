@@ -2,10 +2,14 @@
 
     python -m mmbert_pl.evaluate retrieval --model runs/sample/hf --corpus ../shared/corpora/ntrex128 --out eval/
     python -m mmbert_pl.evaluate mlm --model runs/sample/hf --data SHARDS --out eval/
+    python -m mmbert_pl.evaluate report runs/finetune-langid-sweep --out eval/
 
 `retrieval --held-out-of SHARDS` scores only the lines those shards held out of training. `mlm` gives each
 language's masked-LM loss and accuracy on the held-out rows of the shards, with the same fixed masks for
 every model (15% by default), so stages and merges compare on equal terms.
+
+`report` gathers every fine-tuning `results.json` below a folder into one table (CSV, markdown, PNG): per task
+the learning rate with the best median over seeds, and there the median of each metric, overall and per language.
 
 `--model` is one of our checkpoints or a Hugging Face export; the tokenizer is found beside it
 (an HF export holds tokenizer.model) or given with `--tokenizer`. Documents longer than
@@ -22,6 +26,7 @@ from .bad_input import exit_on_bad_input
 from .embedding import embed, tokenize
 from .model_files import find_tokenizer, read_model
 from .retrieval import read_parallel, retrieval_scores, table, write_report
+from .sentence_transformers_files import EMBEDDING_MAX_TOKENS
 
 
 def retrieval(args: argparse.Namespace) -> None:
@@ -115,6 +120,15 @@ def mlm(args: argparse.Namespace) -> None:
           f"accuracy {sum(r[3] for r in rows) / len(rows):.4f}; wrote {out / 'mlm.csv'}")
 
 
+def report(args: argparse.Namespace) -> None:
+    from .finetune_report import read_results, report_rows, write_report
+
+    rows = report_rows(read_results(args.folder))
+    paths = write_report(rows, args.out)
+    print((paths[1]).read_text(), end="")
+    print("wrote " + ", ".join(map(str, paths)))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m mmbert_pl.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--pivot", default="eng_Latn")
     r.add_argument("--languages", default=None, help="comma list of labels (default: every file)")
     r.add_argument("--max-docs", type=int, default=None, help="the first N documents of each language")
-    r.add_argument("--max-tokens", type=int, default=512, help="longer documents are truncated to their head")
+    r.add_argument("--max-tokens", type=int, default=EMBEDDING_MAX_TOKENS, help="longer documents are truncated to their head")
     r.add_argument("--held-out-of", default=None, help="shards built from --corpus: score only the lines they held out")
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     m = sub.add_parser("mlm", help="per-language masked-LM loss and accuracy on the shards' held-out rows")
@@ -139,9 +153,14 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--max-rows", type=int, default=64, help="held-out rows per language")
     m.add_argument("--batch", type=int, default=8)
     m.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    rp = sub.add_parser("report", help="every finetune results.json below a folder as one table: median over seeds, best lr")
+    rp.add_argument("folder", help="a finetune out_dir, its -sweep folder, or any folder above them")
+    rp.add_argument("--out", default=None, help="folder for report.csv, report.md and report.png (default: FOLDER)")
     args = ap.parse_args(argv)
+    if args.task == "report" and args.out is None:
+        args.out = args.folder
     with exit_on_bad_input():
-        retrieval(args) if args.task == "retrieval" else mlm(args)
+        {"retrieval": retrieval, "mlm": mlm, "report": report}[args.task](args)
 
 
 if __name__ == "__main__":

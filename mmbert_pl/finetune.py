@@ -9,6 +9,9 @@ classification (`head=token`: NER, POS) or extractive QA (`head=span`: SQuAD v1.
     python -m mmbert_pl.finetune head=span encoder=runs/sample/hf data.train=train-v2.0.json data.validation=xquad.de.json
     python -m mmbert_pl.finetune head=span encoder=runs/sample/hf task=sentence
 
+    python -m mmbert_pl.finetune -m encoder=runs/sample/hf task=langid seed=1,2,3 lr=5e-5,1e-4   # out_dir-sweep/<overrides>/
+    python -m mmbert_pl.evaluate report runs/finetune-langid-sweep                              # median over seeds, best lr
+
 Writes `out_dir/checkpoints/best.ckpt` (best validation accuracy, entity F1 or QA F1), `out_dir/logs/`,
 `out_dir/hf/` (the best checkpoint in transformers' own task class, with id2label) and `out_dir/results.json`
 (the best checkpoint's scores, the trivial baseline's, per language).
@@ -20,7 +23,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -68,9 +71,12 @@ class CodeSwitchTask:
 class SentenceTask:
     """The built-in span task: find the sentence of a multi-sentence context that a fragment of it comes from."""
     corpus: Optional[str] = None
-    languages: int = 6
-    per_language: int = 60
-    sentences: int = 4                   # consecutive sentences of one document per context
+    # the sample's spaced languages that its tokenizer writes shortest: contexts fit one window
+    languages: List[str] = field(default_factory=lambda: ["cym_Latn", "deu_Latn", "eng_Latn", "fra_Latn", "kor_Hang", "spa_Latn"])
+    per_language: int = 200
+    sentences: int = 3                   # sentences per context: the question-blind first-sentence answer is right 1 in 3
+    max_words: int = 15                  # longer sentences are left out
+    mixed: bool = True                   # each sentence of a context in another language; false: all in one (harder)
     val_share: float = 0.2
 
 
@@ -79,6 +85,7 @@ class FinetuneConf:
     encoder: Optional[str] = None        # our .ckpt or a Hugging Face directory
     tokenizer: Optional[str] = None      # default: the tokenizer.model beside the model
     head: str = "sequence"               # sequence | token | span
+    name: Optional[str] = None           # the task's row in `evaluate report`; default: the built-in task or the validation file's name
     task: str = "files"                  # files: data.train / data.validation; built in: langid (sequence), codeswitch (token), sentence (span)
     data: FinetuneData = field(default_factory=FinetuneData)
     langid: LangIdTask = field(default_factory=LangIdTask)
@@ -139,7 +146,8 @@ def load_questions(cfg: DictConfig):
 
     if cfg.task == "sentence":
         c = cfg.sentence
-        return sentence_task(c.corpus or SAMPLE_TEXT, c.languages, c.per_language, c.sentences, c.val_share, cfg.seed)
+        return sentence_task(c.corpus or SAMPLE_TEXT, c.languages, c.per_language, c.sentences, c.max_words, c.val_share,
+                             c.mixed, cfg.seed)
     if not cfg.data.train or not cfg.data.validation:
         raise ValueError("give data.train=FILE and data.validation=FILE (SQuAD v1.1/v2 JSON), or task=sentence")
     train, val = (read_squad(f, cfg.data.language) for f in (cfg.data.train, cfg.data.validation))
@@ -195,9 +203,16 @@ def fit_best(cfg: DictConfig, module, train_dl, val_dl, monitor: str) -> tuple[s
     return best.best_model_path, trainer.validate(module, val_dl, ckpt_path="best", verbose=False)[0]
 
 
+def task_name(cfg: DictConfig) -> str:
+    if cfg.name:
+        return cfg.name
+    return cfg.task if cfg.task != "files" else Path(cfg.data.validation).name.split(".")[0]
+
+
 def write_results(cfg: DictConfig, results: dict) -> None:
     out = Path(cfg.out_dir) / "results.json"
-    out.write_text(json.dumps({**results, "head": cfg.head, "task": cfg.task, "seed": cfg.seed, "lr": cfg.lr}, indent=1) + "\n")
+    out.write_text(json.dumps({**results, "name": task_name(cfg), "head": cfg.head, "task": cfg.task, "seed": cfg.seed,
+                               "lr": cfg.lr}, indent=1) + "\n")
 
 
 def finetune_sequences(cfg: DictConfig, tokenizer: Path) -> dict:
@@ -270,14 +285,13 @@ def finetune_tokens(cfg: DictConfig, tokenizer: Path) -> dict:
     return results
 
 
-def first_words_baseline(train: list, val: list) -> dict:
-    """The context's first N words for every question, N the median word count of the training answers."""
-    from statistics import median
-
+def first_sentence_baseline(val: list) -> dict:
+    """The question-blind answer: the context's first sentence, whatever was asked."""
+    from .span_data import SENTENCE_END
     from .squad_metrics import qa_scores
 
-    n = max(1, round(median(len(e.answers[0][0].split()) for e in train if e.answers)))
-    return {"first_words": n, **qa_scores([[a for a, _ in e.answers] for e in val], [" ".join(e.context.split()[:n]) for e in val])}
+    return {"answer": "first sentence", **qa_scores([[a for a, _ in e.answers] for e in val],
+                                                    [SENTENCE_END.split(e.context.strip(), maxsplit=1)[0] for e in val])}
 
 
 def finetune_spans(cfg: DictConfig, tokenizer: Path) -> dict:
@@ -290,6 +304,7 @@ def finetune_spans(cfg: DictConfig, tokenizer: Path) -> dict:
     from .model_files import read_model
     from .span_classifier import SpanClassifier
     from .span_data import EncodedSpans, collate_spans, make_windows
+    from .squad_metrics import qa_scores
 
     train, val = load_questions(cfg)
     d = cfg.data
@@ -298,11 +313,10 @@ def finetune_spans(cfg: DictConfig, tokenizer: Path) -> dict:
     allow_null = any(not e.answers for e in train)
     train_w, val_w = (make_windows(x, tokenizer, d.max_tokens, d.stride, d.max_question_tokens) for x in (train, val))
     languages = sorted({e.language for e in train + val if e.language})
-    baseline = first_words_baseline(train, val)
+    baseline = first_sentence_baseline(val)
     print(f"{len(train)} training and {len(val)} validation questions in {len(train_w)} and {len(val_w)} windows of at most "
           f"{d.max_tokens} tokens (stride {d.stride}); {'SQuAD v2: empty answers allowed' if allow_null else 'every question answered'}; "
-          f"answers up to {max_answer} tokens; first {baseline['first_words']} words: exact match {baseline['exact_match']:.1%}, "
-          f"F1 {baseline['f1']:.1%}")
+          f"answers up to {max_answer} tokens; first sentence: exact match {baseline['exact_match']:.1%}, F1 {baseline['f1']:.1%}")
 
     L.seed_everything(cfg.seed, workers=True)
     encoder = read_model(cfg.encoder, attn_backend="sdpa")
@@ -314,19 +328,28 @@ def finetune_spans(cfg: DictConfig, tokenizer: Path) -> dict:
     best, _ = fit_best(cfg, module, train_dl, val_dl, "val/f1")
     hf = export_task_hf(module, "ModernBertForQuestionAnswering", ["start", "end"], Path(cfg.out_dir) / "hf", tokenizer)
     (Path(cfg.out_dir) / "predictions.json").write_text(json.dumps(module.predictions, ensure_ascii=False, indent=0) + "\n")
-    results = {**{k: module.scores[k] for k in ("exact_match", "f1")}, "baseline": baseline, "squad_v2": allow_null,
+    split = {}
+    if any(not e.answers for e in val):                 # the official v2 script's HasAns / NoAns breakdown
+        for name, rows in (("has_answer", [e for e in val if e.answers]), ("no_answer", [e for e in val if not e.answers])):
+            split[name] = qa_scores([[a for a, _ in e.answers] for e in rows], [module.predictions[e.id] for e in rows])
+    results = {**{k: module.scores[k] for k in ("exact_match", "f1")}, **split, "baseline": baseline, "squad_v2": allow_null,
                "train_questions": len(train), "validation_questions": len(val), "max_answer_tokens": max_answer,
                "best_checkpoint": best, "hf": str(hf), "per_language": module.language_scores}
     write_results(cfg, results)
     print(f"best checkpoint {best}: exact match {results['exact_match']:.1%}, F1 {results['f1']:.1%} (first "
-          f"{baseline['first_words']} words: {baseline['exact_match']:.1%}, {baseline['f1']:.1%}); {hf}; "
+          f"sentence: {baseline['exact_match']:.1%}, {baseline['f1']:.1%}); {hf}; "
           f"{Path(cfg.out_dir) / 'results.json'}")
     return results
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="finetune")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:    # each job of a seeds x lr sweep writes to its own folder
+        cfg.out_dir = HydraConfig.get().runtime.output_dir
     with exit_on_bad_input():
         finetune(cfg)
 

@@ -110,13 +110,18 @@ def encoder_config_from_hf(hf: dict) -> EncoderConfig:
 
 
 def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: str | Path | None = None) -> Path:
-    """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM."""
+    """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM;
+    with the tokenizer, also the files that load it in sentence-transformers as our mean-pooled embedding."""
+    from .sentence_transformers_files import sentence_transformers_files
+
     state = {k: v for k, v in model.state_dict().items() if k != TIED}
-    return write_hf_dir(state, hf_config_dict(model.cfg), out_dir, tokenizer_model)
+    extra = sentence_transformers_files(model.cfg.hidden_size) if tokenizer_model is not None else {}
+    return write_hf_dir(state, hf_config_dict(model.cfg), out_dir, tokenizer_model, extra)
 
 
-def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Path, tokenizer_model: str | Path | None) -> Path:
-    """A transformers directory of these weights and config (+ tokenizer files).
+def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Path, tokenizer_model: str | Path | None,
+                 extra_files: dict[str, str] | None = None) -> Path:
+    """A transformers directory of these weights and config (+ tokenizer files, + `extra_files` {relative path: text}).
 
     The files go to `OUT.tmp/` and replace `OUT/` only once all are written, so a failed export (a full
     disk) leaves the previous export as it was and raises an OSError naming the file it could not write."""
@@ -133,6 +138,10 @@ def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Pa
         if tokenizer_model is not None:
             with writing(out):
                 save_hf_tokenizer(tokenizer_model, tmp)
+        for name, text in (extra_files or {}).items():
+            with writing(out / name):
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_text(text)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -65,35 +65,52 @@ def read_squad(path: str | Path, language: str | None = None) -> list[QAExample]
 SENTENCE_END = re.compile(r"(?<=[.!?।။።。！？])\s+(?=\S)")
 
 
-def sentence_task(corpus: str | Path, languages: int, per_language: int, sentences: int, val_share: float,
-                  seed: int = 0) -> tuple[list[QAExample], list[QAExample]]:
-    """The built-in span task: the context is `sentences` consecutive sentences of one document, the question a
-    run of 3-6 words of one of them, the answer that whole sentence. Languages with spaces between words, from a
-    folder of `<lang>_<Script>.txt` (one document per line); validation contexts come from held-out documents."""
+def sentence_task(corpus: str | Path, languages: list[str] | int, per_language: int, sentences: int, max_words: int,
+                  val_share: float, mixed: bool = True, seed: int = 0) -> tuple[list[QAExample], list[QAExample]]:
+    """The built-in span task: the context is `sentences` sentences (3 to `max_words` words each), drawn from all
+    documents so that contexts rarely repeat: each of another language where `mixed` (a code-switched context; the
+    language tells the sentences apart), else all of one (only the words do); the question is a run of 3-6 words of
+    one of them, the answer that whole sentence. Languages with spaces between words, from a folder of `<lang>_<Script>.txt` (one
+    document per line); validation sentences come from held-out documents. `languages`: labels, or the first N usable."""
     if sentences < 2:
         raise ValueError(f"sentence.sentences={sentences}: a context needs at least 2 sentences to choose from")
     rng = random.Random(seed)
-    split: dict[bool, dict[str, list[list[str]]]] = {True: {}, False: {}}
+    pools: dict[bool, dict[str, list[str]]] = {True: {}, False: {}}
     for path in sorted(Path(corpus).glob("*.txt")):
         docs = path.read_text(encoding="utf-8").splitlines()
         if sum(d.count(" ") for d in docs) < 5 * len(docs):
             continue                                   # no spaces between words: no word fragments to ask with
         for index, doc in enumerate(docs):
-            parts = [x for x in SENTENCE_END.split(doc.strip()) if len(x.split()) >= 3]
-            if len(parts) >= sentences:
-                split[holdout_score(seed, index) < val_share].setdefault(path.stem, []).append(parts)
-    chosen = [k for k in sorted(split[False]) if k in split[True]][:languages]
+            pool = pools[holdout_score(seed, index) < val_share].setdefault(path.stem, [])
+            pool.extend(x for x in SENTENCE_END.split(doc.strip()) if 3 <= len(x.split()) <= max_words)
+    usable = [k for k in sorted(pools[False]) if min(len(set(pools[h].get(k, ()))) for h in (False, True)) >= sentences]
+    if isinstance(languages, int):
+        chosen = usable[:languages]
+    else:
+        chosen = list(languages)
+        if missing := [k for k in chosen if k not in usable]:
+            raise ValueError(f"sentence.languages: {missing} have no spaces between words or fewer than {sentences} "
+                             f"sentences of 3 to {max_words} words in each split of {corpus}; usable here: {usable}")
     if not chosen:
-        raise ValueError(f"{corpus}: the sentence task needs a language with spaces between words and documents of at "
-                         f"least {sentences} sentences in both splits")
+        raise ValueError(f"{corpus}: the sentence task needs a language with spaces between words and {sentences} "
+                         f"sentences of 3 to {max_words} words in each split")
+
+    if mixed and len(chosen) < sentences:
+        raise ValueError(f"sentence.mixed: a context of {sentences} sentences in different languages needs at least "
+                         f"{sentences} languages; sentence.languages gives {len(chosen)}")
 
     def examples(held_out: bool, count: int) -> list[QAExample]:
         out = []
         for lang in chosen:
+            pools_here = {k: sorted(set(pools[held_out][k])) for k in chosen}
             for n in range(count):
-                doc = rng.choice(split[held_out][lang])
-                at = rng.randrange(len(doc) - sentences + 1)
-                parts, target = doc[at : at + sentences], rng.randrange(sentences)
+                if mixed:                              # the asked-about language and sentences-1 others, shuffled
+                    others = rng.sample([k for k in chosen if k != lang], sentences - 1)
+                    target = rng.randrange(sentences)
+                    langs = others[:target] + [lang] + others[target:]
+                    parts = [rng.choice(pools_here[k]) for k in langs]
+                else:
+                    parts, target = rng.sample(pools_here[lang], sentences), rng.randrange(sentences)
                 words = parts[target].split()
                 size = min(len(words), rng.randint(3, 6))
                 w = rng.randrange(len(words) - size + 1)
