@@ -73,6 +73,8 @@ class TrainerConf:
     logger: str = "csv"                 # csv | tensorboard | wandb (offline)
     strategy: str = "auto"              # auto | ddp | fsdp | ddp_spawn ... (Lightning strategy names)
     requeue: bool = True                # under SLURM, a SIGUSR1/SIGUSR2 checkpoint is followed by `scontrol requeue`
+    preemption_agree_every: int = 5     # several processes: optimizer steps between the ranks' non-blocking agreements
+                                        # on a stop signal; it is acted on at most 2x this many steps after it arrives
     progress_bar: bool = True
 
 
@@ -203,6 +205,8 @@ def validate(cfg: Any) -> None:
     per_pass = cfg.data.micro_batch * cfg.trainer.devices * cfg.trainer.num_nodes
     need(rows is None or (rows > 0 and rows % per_pass == 0),
          f"data.global_batch_rows={rows} must be a positive multiple of data.micro_batch x trainer.devices x trainer.num_nodes = {per_pass}")
+    need(cfg.trainer.preemption_agree_every >= 1,
+         f"trainer.preemption_agree_every={cfg.trainer.preemption_agree_every}: a number of optimizer steps >= 1")
     need(cfg.trainer.logger in ("csv", "tensorboard", "wandb"), f"trainer.logger={cfg.trainer.logger!r}: choose csv, tensorboard or wandb")
     need(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr}: must be > 0")
     need(len(cfg.optimizer.betas) == 2 and all(0 <= b < 1 for b in cfg.optimizer.betas), f"optimizer.betas={list(cfg.optimizer.betas)}: two values in [0, 1)")

@@ -223,7 +223,7 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     checkpoint = RollingCheckpoint(cfg.callbacks.keep_last_checkpoints, dirpath=ckpt_dir, filename="step{step:07.0f}",
                                    auto_insert_metric_name=False, save_last=True,
                                    every_n_train_steps=geo.steps_for_tokens(every) if every else cfg.callbacks.checkpoint_every_n_steps)
-    preemption = Preemption(last, requeue=cfg.trainer.requeue)
+    preemption = Preemption(last, requeue=cfg.trainer.requeue, agree_every=cfg.trainer.preemption_agree_every)
     retrieval = retrieval_callback(cfg, plan.root, manifest, tok_path, budget) if cfg.callbacks.retrieval.every else None
     extra = [retrieval] if retrieval is not None else []
     if cfg.callbacks.sample_log:

@@ -8,6 +8,11 @@ steps, hooks and callbacks included.
 """
 from __future__ import annotations
 
+import os
+import signal
+import sys
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
@@ -139,3 +144,62 @@ def test_values_reach_the_logger_on_its_batches_and_the_last(tmp_path) -> None:
         assert r["schedule/lr"] and r["train/mask_ratio"] and float(r["perf/tokens_per_s"]) > 0 and r["perf/mfu"]
     assert float(rows[-1]["perf/tokens_seen"]) == 10 * 2 * ROW
     assert set(module.shown) >= {"loss", "lr", "tok/s", "mask"}
+
+
+DDP_WARMUP = ["trainer=cpu_ddp", "data.global_batch_rows=32", "callbacks.batch_warmup.share=0.25", "data.num_workers=2",
+              "trainer.max_steps=24", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=4",
+              "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
+
+
+def rank_pid(group: int, rank: int) -> int:
+    """The process of DDP rank `rank` in the process group `group` (Lightning's children carry LOCAL_RANK)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) != group:
+                continue
+            env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
+        except (OSError, ValueError):
+            continue
+        if env.get("LOCAL_RANK", "0") == str(rank) and "mmbert_pl.run" in Path(f"/proc/{pid}/cmdline").read_text():
+            return int(pid)
+    raise AssertionError(f"no rank {rank} in process group {group}")
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Path) -> None:
+    """SIGTERM to rank 1 alone: both ranks save at the same step, one of the agreement steps (a multiple of
+    trainer.preemption_agree_every, not the next step), at most 2 x 5 - 1 steps late; the rerun (batch-size warmup
+    under DDP, 2 loader workers) ends exactly where the uninterrupted 2-process run ends."""
+    from tests.processes import launch, run, run_env, wait_exit, wait_until
+
+    cache = tmp_path / "cache"
+    whole = run([sys.executable, "-m", "mmbert_pl.run", *DDP_WARMUP], "the uninterrupted run", env=run_env(tmp_path / "whole", cache))
+    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
+
+    env, run_dir = run_env(tmp_path / "cut", cache), tmp_path / "cut" / "runs" / "sample"
+    log = tmp_path / "cut.txt"
+    proc = launch(DDP_WARMUP, env, log)
+    samples = run_dir / "samples" / "rank0.tsv"
+
+    def step() -> int:
+        return max((int(x.split("\t")[0]) for x in samples.read_text().splitlines()), default=-1) if samples.exists() else -1
+
+    wait_until("step 6 in the sample log", lambda: step() >= 6, proc, log)
+    os.kill(rank_pid(proc.pid, 1), signal.SIGTERM)
+    signalled = step()
+    assert wait_exit(proc, "the run whose rank 1 got SIGTERM") == 3, log.read_text()[-3000:]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    assert saved % 5 == 0 and signalled < saved <= signalled + 1 + 2 * 5 - 1, (signalled, saved)
+    assert f"a signal on another rank: saved {run_dir / 'checkpoints' / 'last.ckpt'} at step {saved}" in log.read_text()
+    for rank in (0, 1):
+        logged = [int(x.split("\t")[0]) for x in (run_dir / "samples" / f"rank{rank}.tsv").read_text().splitlines()]
+        assert max(logged) == saved - 1                      # both ranks stopped after the same step
+
+    resumed = run([sys.executable, "-m", "mmbert_pl.run", *DDP_WARMUP], "the resumed run", env=env)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    want = torch.load(tmp_path / "whole" / "runs" / "sample" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    got = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.equal(want["state_dict"][k], got["state_dict"][k]) for k in want["state_dict"])
+    for rank in (0, 1):
+        assert (run_dir / "samples" / f"rank{rank}.tsv").read_text() == \
+            (tmp_path / "whole" / "runs" / "sample" / "samples" / f"rank{rank}.tsv").read_text()
