@@ -1,0 +1,83 @@
+"""Two nodes x one process on 127.0.0.1, launched as a cluster launcher launches them (torchrun's environment:
+MASTER_ADDR/PORT, WORLD_SIZE, RANK, GROUP_RANK, LOCAL_RANK, TORCHELASTIC_RUN_ID; `trainer.num_nodes=2`), each
+with its own node-local data cache and /dev/shm (a private tmpfs, as on another host; streaming keeps its
+per-node state there), sharing the run folder as nodes share a cluster filesystem. The two ranks train
+between them exactly the rows the 1-process run trains, and end at the weights of the 2-process run on one node
+(`trainer=cpu_ddp`): masks are drawn per (step, rank, micro-batch), so the same rows on one process get other
+masks and only the same layout of ranks can end at the same weights."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.processes import LIMIT, run, run_env, wait_exit
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["data.global_batch_rows=16", "trainer.max_steps=8", "callbacks.sample_log=true", "callbacks.retrieval.every=null",
+        "trainer.val_check_interval=1000", "trainer.progress_bar=false", "trainer.accelerator=cpu"]
+NODE = ["trainer.devices=1", "trainer.num_nodes=2", "trainer.strategy=ddp"]
+
+
+def private_shm() -> list[str] | None:
+    """The command prefix that runs a process with its own /dev/shm, or None where this machine allows none."""
+    for prefix in (["unshare", "-m"], ["unshare", "--user", "--map-root-user", "-m"]):
+        if shutil.which("unshare") and subprocess.run([*prefix, "sh", "-c", "mount -t tmpfs tmpfs /dev/shm"],
+                                                      capture_output=True).returncode == 0:
+            return prefix
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rows_by_step(path: Path) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for step, _, _, ids in (line.split("\t") for line in path.read_text().splitlines()):
+        out.setdefault(int(step), set()).update(map(int, ids.split(",")))
+    return out
+
+
+def test_two_nodes_on_one_machine_train_the_rows_of_one_process(tmp_path: Path) -> None:
+    prefix = private_shm()
+    if prefix is None:
+        pytest.skip("needs `unshare -m` (a private /dev/shm per simulated node); this machine allows no mount namespace")
+    for name, extra in (("one", []), ("ddp", ["trainer=cpu_ddp"])):
+        done = run([sys.executable, "-m", "mmbert_pl.run", *ARGS, *extra], f"the {name} run", env=run_env(tmp_path / name, tmp_path / "c"))
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+    port, procs = free_port(), []
+    for node in (0, 1):
+        env = {**run_env(tmp_path / "nodes", tmp_path / f"cache{node}"), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "WORLD_SIZE": "2", "RANK": str(node), "GROUP_RANK": str(node), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+               "TORCHELASTIC_RUN_ID": "two-nodes"}
+        command = " ".join([sys.executable, "-m", "mmbert_pl.run", *ARGS, *NODE])
+        procs.append(subprocess.Popen([*prefix, "sh", "-c", f"mount -t tmpfs tmpfs /dev/shm && exec {command}"], env=env,
+                                      stdout=open(tmp_path / f"node{node}.txt", "w"), stderr=subprocess.STDOUT))
+    for node, proc in enumerate(procs):
+        code = wait_exit(proc, f"node {node}", LIMIT)
+        assert code == 0, (tmp_path / f"node{node}.txt").read_text()[-3000:]
+
+    single, nodes = tmp_path / "one" / "runs" / "sample", tmp_path / "nodes" / "runs" / "sample"
+    r0, r1 = (rows_by_step(nodes / "samples" / f"rank{k}.tsv") for k in (0, 1))
+    want = rows_by_step(single / "samples" / "rank0.tsv")
+    assert sorted(r0) == sorted(r1) == sorted(want) == list(range(8))
+    for step in want:
+        assert not r0[step] & r1[step] and r0[step] | r1[step] == want[step]
+    ddp = tmp_path / "ddp" / "runs" / "sample"
+    for rank in (0, 1):
+        assert (nodes / "samples" / f"rank{rank}.tsv").read_text() == (ddp / "samples" / f"rank{rank}.tsv").read_text()
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"] for d in (ddp, nodes))
+    assert a["tokens_seen"] == b["tokens_seen"] == 8 * 16 * 512
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-5
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "node1.txt").read_text()
