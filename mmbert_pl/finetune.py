@@ -290,7 +290,7 @@ def first_sentence_baseline(val: list) -> dict:
     from .span_data import SENTENCE_END
     from .squad_metrics import qa_scores
 
-    return {"answer": "first sentence", **qa_scores([[a for a, _ in e.answers] for e in val],
+    return {"answer": "first sentence", **qa_scores([e.gold for e in val],
                                                     [SENTENCE_END.split(e.context.strip(), maxsplit=1)[0] for e in val])}
 
 
@@ -331,7 +331,7 @@ def finetune_spans(cfg: DictConfig, tokenizer: Path) -> dict:
     split = {}
     if any(not e.answers for e in val):                 # the official v2 script's HasAns / NoAns breakdown
         for name, rows in (("has_answer", [e for e in val if e.answers]), ("no_answer", [e for e in val if not e.answers])):
-            split[name] = qa_scores([[a for a, _ in e.answers] for e in rows], [module.predictions[e.id] for e in rows])
+            split[name] = qa_scores([e.gold for e in rows], [module.predictions[e.id] for e in rows])
     results = {**{k: module.scores[k] for k in ("exact_match", "f1")}, **split, "baseline": baseline, "squad_v2": allow_null,
                "train_questions": len(train), "validation_questions": len(val), "max_answer_tokens": max_answer,
                "best_checkpoint": best, "hf": str(hf), "per_language": module.language_scores}

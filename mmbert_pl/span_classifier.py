@@ -75,7 +75,7 @@ class SpanClassifier(L.LightningModule):
         examples, windows = self.validation
         answers = best_answers(examples, windows, self._logits, self.hparams.max_answer_tokens, self.hparams.allow_null)
         self._logits = {}
-        golds = [[a for a, _ in e.answers] for e in examples]
+        golds = [e.gold for e in examples]
         self.predictions = {e.id: answers[k] for k, e in enumerate(examples)}
         self.scores = qa_scores(golds, answers)
         self.log("val/exact_match", self.scores["exact_match"], prog_bar=True)

@@ -29,6 +29,11 @@ class QAExample:
     answers: list[tuple[str, int]]     # (text, character start in context); empty: unanswerable (SQuAD v2)
     language: str | None = None
 
+    @property
+    def gold(self) -> list[str]:
+        """The answer texts, as SQuAD scoring takes them."""
+        return [text for text, _ in self.answers]
+
 
 def read_squad(path: str | Path, language: str | None = None) -> list[QAExample]:
     """`data[].paragraphs[].context` with `qas[].question/id/answers[].text/answer_start` (and `is_impossible`).
@@ -70,8 +75,9 @@ def sentence_task(corpus: str | Path, languages: list[str] | int, per_language: 
     """The built-in span task: the context is `sentences` sentences (3 to `max_words` words each), drawn from all
     documents so that contexts rarely repeat: each of another language where `mixed` (a code-switched context; the
     language tells the sentences apart), else all of one (only the words do); the question is a run of 3-6 words of
-    one of them, the answer that whole sentence. Languages with spaces between words, from a folder of `<lang>_<Script>.txt` (one
-    document per line); validation sentences come from held-out documents. `languages`: labels, or the first N usable."""
+    one of them, the answer that whole sentence. Languages with spaces between words, from a folder of
+    `<lang>_<Script>.txt` (one document per line); validation sentences come from held-out documents. `languages`:
+    labels, or the first N usable."""
     if sentences < 2:
         raise ValueError(f"sentence.sentences={sentences}: a context needs at least 2 sentences to choose from")
     rng = random.Random(seed)
@@ -94,15 +100,13 @@ def sentence_task(corpus: str | Path, languages: list[str] | int, per_language: 
     if not chosen:
         raise ValueError(f"{corpus}: the sentence task needs a language with spaces between words and {sentences} "
                          f"sentences of 3 to {max_words} words in each split")
-
     if mixed and len(chosen) < sentences:
         raise ValueError(f"sentence.mixed: a context of {sentences} sentences in different languages needs at least "
                          f"{sentences} languages; sentence.languages gives {len(chosen)}")
 
     def examples(held_out: bool, count: int) -> list[QAExample]:
-        out = []
+        out, pools_here = [], {k: sorted(set(pools[held_out][k])) for k in chosen}
         for lang in chosen:
-            pools_here = {k: sorted(set(pools[held_out][k])) for k in chosen}
             for n in range(count):
                 if mixed:                              # the asked-about language and sentences-1 others, shuffled
                     others = rng.sample([k for k in chosen if k != lang], sentences - 1)

@@ -171,6 +171,7 @@ def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Pat
     trainer.preemption_agree_every, not the next step), at most 2 x 5 - 1 steps late; the rerun (batch-size warmup
     under DDP, 2 loader workers) ends exactly where the uninterrupted 2-process run ends."""
     from tests.processes import launch, run, run_env, wait_exit, wait_until
+    from tests.sample_logs import logged
 
     cache = tmp_path / "cache"
     whole = run([sys.executable, "-m", "mmbert_pl.run", *DDP_WARMUP], "the uninterrupted run", env=run_env(tmp_path / "whole", cache))
@@ -179,10 +180,9 @@ def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Pat
     env, run_dir = run_env(tmp_path / "cut", cache), tmp_path / "cut" / "runs" / "sample"
     log = tmp_path / "cut.txt"
     proc = launch(DDP_WARMUP, env, log)
-    samples = run_dir / "samples" / "rank0.tsv"
 
     def step() -> int:
-        return max((int(x.split("\t")[0]) for x in samples.read_text().splitlines()), default=-1) if samples.exists() else -1
+        return max((int(row[0]) for row in logged(run_dir / "samples")), default=-1)
 
     wait_until("step 6 in the sample log", lambda: step() >= 6, proc, log)
     os.kill(rank_pid(proc.pid, 1), signal.SIGTERM)
@@ -192,8 +192,7 @@ def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Pat
     assert saved % 5 == 0 and signalled < saved <= signalled + 1 + 2 * 5 - 1, (signalled, saved)
     assert f"a signal on another rank: saved {run_dir / 'checkpoints' / 'last.ckpt'} at step {saved}" in log.read_text()
     for rank in (0, 1):
-        logged = [int(x.split("\t")[0]) for x in (run_dir / "samples" / f"rank{rank}.tsv").read_text().splitlines()]
-        assert max(logged) == saved - 1                      # both ranks stopped after the same step
+        assert max(int(row[0]) for row in logged(run_dir / "samples", rank)) == saved - 1   # both stopped after it
 
     resumed = run([sys.executable, "-m", "mmbert_pl.run", *DDP_WARMUP], "the resumed run", env=env)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.processes import LIMIT, run, run_env, wait_exit
+from tests.sample_logs import rows_by_step
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rows_by_step(path: Path) -> dict[int, set[int]]:
-    out: dict[int, set[int]] = {}
-    for step, _, _, ids in (line.split("\t") for line in path.read_text().splitlines()):
-        out.setdefault(int(step), set()).update(map(int, ids.split(",")))
-    return out
 
 
 def test_two_nodes_on_one_machine_train_the_rows_of_one_process(tmp_path: Path) -> None:

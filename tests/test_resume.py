@@ -13,17 +13,13 @@ import pytest
 import torch
 
 from tests.processes import launch, run, run_env, wait_exit, wait_until
+from tests.sample_logs import logged, rows_by_step
 
 pytestmark = pytest.mark.slow
 
 ARGS = ["+stage=sample_cascade", "trainer.max_steps=36", "data.global_batch_rows=16", "callbacks.batch_warmup.share=0.25",
         "callbacks.checkpoint_every_n_steps=2", "callbacks.keep_last_checkpoints=2", "callbacks.sample_log=true",
         "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
-
-
-def logged(samples: Path) -> list[list[str]]:
-    path = samples / "rank0.tsv"
-    return [line.split("\t") for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def wait_for_step(proc: subprocess.Popen, samples: Path, step: int, log: Path | None = None) -> None:
@@ -117,13 +113,6 @@ def test_sigusr1_and_sigterm_save_the_current_step_and_resume_exactly(uninterrup
 
 DDP = ["data.global_batch_rows=16", "trainer.max_steps=12", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=2",
        "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
-
-
-def rows_by_step(path: Path) -> dict[int, set[int]]:
-    out: dict[int, set[int]] = {}
-    for step, _, _, ids in (line.split("\t") for line in path.read_text().splitlines()):
-        out.setdefault(int(step), set()).update(map(int, ids.split(",")))
-    return out
 
 
 def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(cache: Path, tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_squad_v2_files_train_with_unanswerable_questions(trained_run: Path, sam
         e.language for e in val}
     predictions = json.loads((out / "predictions.json").read_text())
     assert set(predictions) == {e.id for e in val + impossible}
-    golds = {e.id: [a for a, _ in e.answers] for e in val + impossible}
+    golds = {e.id: e.gold for e in val + impossible}
     assert qa_scores(list(golds.values()), [predictions[k] for k in golds])["f1"] == pytest.approx(results["f1"])
     assert "SQuAD v2: empty answers allowed" in r.stdout and results["squad_v2"] is True
     assert results["no_answer"]["questions"] == len(impossible) and results["has_answer"]["questions"] == len(val)
