@@ -1,7 +1,7 @@
 """Cross-lingual retrieval on held-out parallel documents while training: is every language improving?
 
 Every `every_tokens` tokens (crossing a multiple of it on the run's token clock) and at the end of
-training, rank 0 embeds the documents and logs `retrieval/<label>/to_<pivot>`, `.../from_<pivot>`
+training, rank 0 (under FSDP every rank) embeds the documents and logs `retrieval/<label>/to_<pivot>`, `.../from_<pivot>`
 and the macro means. The documents must never be trained on: by default the run uses the lines its
 shards held out for validation (the same line numbers in every language).
 """
@@ -13,6 +13,7 @@ import lightning as L
 
 from mmbert_pl.embedding import embed, tokenize
 from mmbert_pl.retrieval import retrieval_scores
+from mmbert_pl.sharding import is_sharded
 
 
 class RetrievalEval(L.Callback):
@@ -40,9 +41,12 @@ class RetrievalEval(L.Callback):
         return metrics
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        """Rank 0 embeds alone, except under FSDP: there every forward is a collective, so all ranks embed."""
+        if not (trainer.is_global_zero or is_sharded(pl_module.model)):
             return
         metrics = self.evaluate(pl_module)
+        if not trainer.is_global_zero:
+            return
         step = trainer.fit_loop.epoch_loop._batches_that_stepped     # the step Lightning's own rows of this batch carry
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)

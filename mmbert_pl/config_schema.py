@@ -71,7 +71,7 @@ class TrainerConf:
     limit_val_batches: int = 4
     log_every_n_steps: int = 10
     logger: str = "csv"                 # csv | tensorboard | wandb (offline)
-    strategy: str = "auto"              # auto | ddp | fsdp | ddp_spawn ... (Lightning strategy names)
+    strategy: str = "auto"              # auto | ddp | ddp_spawn ... (Lightning's names); fsdp = FSDP2 (mmbert_pl/strategy.py)
     requeue: bool = True                # under SLURM, a SIGUSR1/SIGUSR2 checkpoint is followed by `scontrol requeue`
     preemption_agree_every: int = 5     # several processes: optimizer steps between the ranks' non-blocking agreements
                                         # on a stop signal; it is acted on at most 2x this many steps after it arrives
@@ -207,6 +207,8 @@ def validate(cfg: Any) -> None:
          f"data.global_batch_rows={rows} must be a positive multiple of data.micro_batch x trainer.devices x trainer.num_nodes = {per_pass}")
     need(cfg.trainer.preemption_agree_every >= 1,
          f"trainer.preemption_agree_every={cfg.trainer.preemption_agree_every}: a number of optimizer steps >= 1")
+    need(cfg.trainer.strategy != "fsdp" or not cfg.optimizer.compile,
+         "optimizer.compile=true updates whole tensors and trainer.strategy=fsdp shards them: set optimizer.compile=false")
     need(cfg.trainer.logger in ("csv", "tensorboard", "wandb"), f"trainer.logger={cfg.trainer.logger!r}: choose csv, tensorboard or wandb")
     need(cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr}: must be > 0")
     need(len(cfg.optimizer.betas) == 2 and all(0 <= b < 1 for b in cfg.optimizer.betas), f"optimizer.betas={list(cfg.optimizer.betas)}: two values in [0, 1)")

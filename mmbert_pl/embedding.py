@@ -54,6 +54,6 @@ def embed(model: MMBertForMaskedLM, docs: list[list[int]], batch_tokens: int = 1
         lengths = torch.tensor([len(docs[i]) for i in group])
         ids = torch.tensor([t for i in group for t in docs[i]], device=device)
         cu = cu_seqlens_from_lengths(lengths).to(device)
-        out.append(pooled(model.model(ids, cu, int(lengths.max())), cu).cpu())
+        out.append(pooled(model(ids, cu, int(lengths.max()), encode_only=True).hidden, cu).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.cfg.hidden_size)

@@ -95,7 +95,8 @@ class MLMModule(L.LightningModule):
                        "global_step": float(self.global_step)}, on_step=True, on_epoch=False)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.tokens = int(checkpoint["state_dict"]["tokens_seen"])
+        """Under FSDP the strategy has loaded the weights (and the buffer) already and taken them out of `checkpoint`."""
+        self.tokens = int(checkpoint["state_dict"]["tokens_seen"] if "state_dict" in checkpoint else self.tokens_seen)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # Fixed masks: the same positions at every validation.
@@ -121,13 +122,28 @@ class MLMModule(L.LightningModule):
             self.log("val/loss", torch.stack(losses).mean(), prog_bar=True)
             self.log("val/acc", torch.stack(accs).mean())
 
+    def configure_model(self) -> None:
+        """Under `trainer.strategy=fsdp` (Lightning's ModelParallelStrategy, see mmbert_pl/strategy.py), shard the
+        encoder over the data-parallel ranks; every other strategy trains it whole."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        from .sharding import is_sharded, shard_model
+
+        if isinstance(self.trainer.strategy, ModelParallelStrategy) and not is_sharded(self.model):
+            shard_model(self.model, self.device_mesh["data_parallel"])
+
     def on_fit_start(self) -> None:
         """A chained stage starts from the previous stage's optimizer state, under this stage's LR and weight decay."""
+        from .sharding import is_sharded, load_full_optimizer_state
+
         if self.initial_optimizer_state is None or self.trainer.ckpt_path:
             return
         optimizer = self.trainer.optimizers[0]
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        optimizer.load_state_dict(self.initial_optimizer_state)
+        if is_sharded(self.model):
+            load_full_optimizer_state(self.model, optimizer, self.initial_optimizer_state)
+        else:
+            optimizer.load_state_dict(self.initial_optimizer_state)
         for group, hyper in zip(optimizer.param_groups, fresh):
             group.update(hyper)
 

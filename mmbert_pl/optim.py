@@ -2,6 +2,10 @@
 
 Bias correction is folded into the betas; the update is clipped per tensor by the RMS of
 g²/v (Adafactor-style); weight decay is fully decoupled: scaled by lr/max_lr, not by lr.
+
+Under FSDP the parameters are DTensors sharded on dim 0: the update runs on each rank's local shard, and
+each tensor's clip is the RMS over the whole tensor (the shards' sums of g²/v are all-reduced, one
+collective per step for all tensors), so a sharded run takes the step an unsharded one takes.
 """
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ import functools
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 class StableAdamW(torch.optim.Optimizer):
@@ -46,7 +52,7 @@ class StableAdamW(torch.optim.Optimizer):
                 self._update(params, t, group)
         return loss
 
-    def _update(self, params: list[torch.Tensor], t: int, group: dict) -> None:
+    def _update(self, tensors: list[torch.Tensor], t: int, group: dict) -> None:
         """Multi-tensor update of parameters at the same step count. Each tensor's clip divisor
         d = max(1, RMS(g²/v)) stays on the device (the step never waits for it): the update is
         p·(1 - lr·wd/(d·max_lr)) - lr·m/(d·(√v + eps))."""
@@ -54,10 +60,15 @@ class StableAdamW(torch.optim.Optimizer):
         lr, eps, wd, max_lr = group["lr"], group["eps"], group["weight_decay"], group["max_lr"]
         b1 = (beta1**t - beta1) / (beta1**t - 1)
         b2 = (beta2**t - beta2) / (beta2**t - 1)
-        grads = [p.grad for p in params]
-        m = [self.state[p]["exp_avg"] for p in params]
-        v = [self.state[p]["exp_avg_sq"] for p in params]
+        sizes = [float(p.numel()) for p in tensors]          # a DTensor's numel is the whole tensor's
+        params = [_local(p) for p in tensors]
+        grads = [_local(p.grad) for p in tensors]
+        m = [_local(self.state[p]["exp_avg"]) for p in tensors]
+        v = [_local(self.state[p]["exp_avg_sq"]) for p in tensors]
+        sharded = isinstance(tensors[0], DTensor)
         if self.compiled:
+            if sharded:
+                raise ValueError("optimizer.compile=true works on whole tensors; under FSDP use optimizer.compile=false")
             # The numbers that change every step enter as 0-d host tensors, and every tensor as a flat
             # view: one graph per group (decay or not) for all shapes, never recompiled; the device reads
             # the numbers as kernel arguments (no copy, no sync).
@@ -75,7 +86,9 @@ class StableAdamW(torch.optim.Optimizer):
         # lanes and come out 10-65% low over 100M elements (base's embedding has 197M); `sum` is exact.
         clip = [r.sum() for r in ratio]
         del ratio
-        torch._foreach_div_(clip, [float(p.numel()) for p in params])
+        if sharded:
+            clip = _summed_over_shards(clip, tensors[0])
+        torch._foreach_div_(clip, sizes)
         torch._foreach_sqrt_(clip)
         torch._foreach_clamp_min_(clip, 1.0)
         if wd:
@@ -87,6 +100,19 @@ class StableAdamW(torch.optim.Optimizer):
         torch._foreach_add_(denom, eps)
         torch._foreach_mul_(denom, clip)
         torch._foreach_addcdiv_(params, m, denom, value=-lr)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (a view: in-place updates change the DTensor), a plain tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _summed_over_shards(partial: list[torch.Tensor], like: DTensor) -> list[torch.Tensor]:
+    """Each tensor's sum over all ranks' shards: one all-reduce of the stacked per-shard sums (asynchronous
+    on the device, like the rest of the step)."""
+    sums = torch.stack(partial)
+    dist.all_reduce(sums, group=like.device_mesh.get_group())
+    return list(sums.unbind())
 
 
 def fused_update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, lr: torch.Tensor, b1: torch.Tensor,

@@ -175,6 +175,8 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     from .metrics_csv import logged_batches
     from .module import MLMModule
     from .run_identity import changed_settings, run_settings
+    from .sharding import is_sharded, unsharded_copy
+    from .strategy import make_strategy
 
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
     last = ckpt_dir / "last.ckpt"
@@ -241,7 +243,7 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
         default_root_dir=str(run_dir), logger=make_logger(t.logger, run_dir, logged_batches(resume) if resume else None),
         callbacks=[checkpoint, *plan.schedules.callbacks(), TokenBudget(budget, cfg.callbacks.peak_flops),
                    ValidationCadence(t.val_check_interval), preemption, *extra],
-        strategy=t.strategy, plugins=plugins(),
+        strategy=make_strategy(t), plugins=plugins(),
         reload_dataloaders_every_n_epochs=1,   # epoch i serves segment i
     )
     trainer.logger.log_hyperparams({"data_root": str(root), "budget_tokens": budget, "mixture_hash": dm.mixture_hash(),
@@ -265,9 +267,10 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
             print(f"{last} was unreadable ({unreadable}); rewrote it from the final state (step {trainer.global_step}, "
                   f"resumed from {resume})", flush=True)
         problem = checkpoint_problem(last, trainer.global_step)     # the rewrite reads back
+    model = unsharded_copy(module.model) if is_sharded(module.model) else module.model    # a collective under FSDP
     if trainer.global_rank != 0:
         return 0
-    hf_dir = export_hf(module.model, run_dir / "hf", tokenizer_model=tok_path)
+    hf_dir = export_hf(model, run_dir / "hf", tokenizer_model=tok_path)
     if problem := problem or export_problem(hf_dir):
         raise RuntimeError(f"the results of {run_dir} do not read back ({problem}); finished.json is not written")
     finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir),

@@ -71,6 +71,7 @@ class MLMOutput:
     loss: torch.Tensor | None = None
     predictions: torch.Tensor | None = None   # argmax at the labelled tokens; with labels, in eval mode
     num_labels: int = 0
+    hidden: torch.Tensor | None = None        # (tokens, hidden) final hidden states; only with encode_only
 
 
 class MMBertForMaskedLM(nn.Module):
@@ -108,11 +109,16 @@ class MMBertForMaskedLM(nn.Module):
         max_seqlen: int,
         labels: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        encode_only: bool = False,
     ) -> MLMOutput:
         """Flat stream in; with labels, the head and decoder run only on labelled tokens and the loss never
         holds their (labels, vocab) logits in fp32. `labels` holds a target per token (-100 = none), or, with
-        `positions`, the targets of those tokens only: finding the labelled tokens then needs no host sync."""
+        `positions`, the targets of those tokens only: finding the labelled tokens then needs no host sync.
+        `encode_only`: the final hidden states alone, through this module's forward (under FSDP its hooks
+        gather the root group's weights, which a call of `self.model` alone would find sharded)."""
         hidden = self.model(input_ids, cu_seqlens, max_seqlen)
+        if encode_only:
+            return MLMOutput(hidden=hidden)
         if labels is None:
             return MLMOutput(logits=self.decoder(self.head(hidden)))
         if positions is None:

@@ -1,0 +1,104 @@
+"""FSDP2 (`trainer=cpu_fsdp`: 2 processes, gloo) against DDP (`trainer=cpu_ddp`) on the same rows: the same weights
+and optimizer state within fp32 reduction noise, the same validation and retrieval numbers, a consolidated
+`last.ckpt` in DDP's format and a full Hugging Face export; a kill -9 plus the same command ends where the
+uninterrupted FSDP run ends; a chained stage (`init_from=` with optimizer state) starts the same under both."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.processes import launch, run, run_env, wait_exit, wait_until
+from tests.sample_logs import logged
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["data.global_batch_rows=16", "trainer.max_steps=30", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=5",
+        "callbacks.retrieval.every=0.5", "trainer.val_check_interval=15", "trainer.limit_val_batches=2",
+        "trainer.progress_bar=false"]
+
+
+def cli(args: list[str], env: dict, what: str) -> Path:
+    result = run([sys.executable, "-m", "mmbert_pl.run", *args], what, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return Path(env["MMBERT_RUNS"]) / "sample"
+
+
+def checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert set(a) == set(b)
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def moments_by_place(optimizer_state: dict) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+    """(weight decay, exp_avg, exp_avg_sq) of every tensor in parameter-group order: how a load matches them."""
+    return [(g["weight_decay"], optimizer_state["state"][i]["exp_avg"], optimizer_state["state"][i]["exp_avg_sq"])
+            for g in optimizer_state["param_groups"] for i in g["params"]]
+
+
+def metric_rows(run_dir: Path, prefix: str) -> dict[tuple[int, str], float]:
+    rows = csv.DictReader(open(run_dir / "logs" / "metrics.csv"))
+    return {(int(r["step"]), k): float(v) for r in rows for k, v in r.items() if k.startswith(prefix) and v}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("fsdp")
+    return {name: cli([*ARGS, f"trainer=cpu_{name}"], run_env(tmp / name, tmp / "cache"), f"the {name} run")
+            for name in ("ddp", "fsdp")}
+
+
+def test_fsdp_trains_what_ddp_trains(runs: dict[str, Path]) -> None:
+    ddp, fsdp = runs["ddp"], runs["fsdp"]
+    for rank in (0, 1):
+        assert (fsdp / "samples" / f"rank{rank}.tsv").read_text() == (ddp / "samples" / f"rank{rank}.tsv").read_text()
+    a, b = checkpoint(ddp), checkpoint(fsdp)
+    assert a["global_step"] == b["global_step"] == 30 and a["loops"] == b["loops"]
+    assert all(not hasattr(v, "device_mesh") for v in b["state_dict"].values())     # consolidated, plain tensors
+    assert max_difference(a["state_dict"], b["state_dict"]) < 1e-3
+    # weight-decay groups of the original parameters, and StableAdamW's clip over whole tensors: the moments agree
+    ma, mb = moments_by_place(a["optimizer_states"][0]), moments_by_place(b["optimizer_states"][0])
+    assert [m[0] for m in ma] == [m[0] for m in mb] and {m[0] for m in mb} == {8e-5, 0.0}
+    assert max(float((x - y).abs().max()) for (_, *xs), (_, *ys) in zip(ma, mb) for x, y in zip(xs, ys)) < 1e-5
+    for prefix in ("val/", "retrieval/"):
+        va, vb = metric_rows(ddp, prefix), metric_rows(fsdp, prefix)
+        assert va and va.keys() == vb.keys(), prefix
+        assert max(abs(va[k] - vb[k]) for k in va) < 1e-3, prefix
+    from transformers import AutoModelForMaskedLM
+
+    hf = AutoModelForMaskedLM.from_pretrained(fsdp / "hf").state_dict()
+    assert float((hf["model.embeddings.tok_embeddings.weight"] - b["state_dict"]["model.model.embeddings.tok_embeddings.weight"]).abs().max()) == 0
+
+
+def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[str, Path], tmp_path: Path) -> None:
+    env, run_dir, log = run_env(tmp_path, tmp_path / "cache"), tmp_path / "runs" / "sample", tmp_path / "log.txt"
+    proc = launch([*ARGS, "trainer=cpu_fsdp"], env, log)
+    wait_until("step 17 in the sample log", lambda: any(int(r[0]) >= 17 for r in logged(run_dir / "samples")), proc, log)
+    os.killpg(proc.pid, signal.SIGKILL)
+    wait_exit(proc, "the killed FSDP run")
+    resumed = run([sys.executable, "-m", "mmbert_pl.run", *ARGS, "trainer=cpu_fsdp"], "the resumed FSDP run", env=env)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    want, got = checkpoint(runs["fsdp"]), checkpoint(run_dir)
+    assert max_difference(want["state_dict"], got["state_dict"]) == 0
+    for rank in (0, 1):
+        assert (run_dir / "samples" / f"rank{rank}.tsv").read_text() == (runs["fsdp"] / "samples" / f"rank{rank}.tsv").read_text()
+
+
+def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[str, Path], tmp_path: Path) -> None:
+    """`init_from=` a DDP checkpoint, optimizer state included: the next stage under FSDP trains as under DDP."""
+    args = ["data.global_batch_rows=16", "trainer.max_steps=4", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000",
+            "trainer.progress_bar=false", f"init_from={runs['ddp'] / 'checkpoints' / 'last.ckpt'}"]
+    got = {name: checkpoint(cli([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, tmp_path / "cache"), f"the chained {name} run"))
+           for name in ("ddp", "fsdp")}
+    assert max_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < 1e-3
+    ma, mb = (moments_by_place(got[k]["optimizer_states"][0]) for k in ("ddp", "fsdp"))
+    assert max(float((x[2] - y[2]).abs().max()) for x, y in zip(ma, mb)) < 1e-5
+    assert all(s["step"] == 34 for s in got["fsdp"]["optimizer_states"][0]["state"].values())
