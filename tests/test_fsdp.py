@@ -84,6 +84,11 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     wait_until("step 17 in the sample log", lambda: any(int(r[0]) >= 17 for r in logged(run_dir / "samples")), proc, log)
     os.killpg(proc.pid, signal.SIGKILL)
     wait_exit(proc, "the killed FSDP run")
+    # A SIGKILLed run leaves streaming's shared memory in /dev/shm, which a later 2-process run of this suite
+    # on another data cache trips over (the job's private /dev/shm on a cluster node goes with the job).
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
     resumed = run([sys.executable, "-m", "mmbert_pl.run", *ARGS, "trainer=cpu_fsdp"], "the resumed FSDP run", env=env)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     want, got = checkpoint(runs["fsdp"]), checkpoint(run_dir)
