@@ -28,6 +28,8 @@ class StableAdamW(torch.optim.Optimizer):
         if lr <= 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"invalid StableAdamW settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_lr=max_lr or lr))
+        if compiled and any(isinstance(p, DTensor) for g in self.param_groups for p in g["params"]):
+            raise ValueError("optimizer.compile=true works on whole tensors; under FSDP use optimizer.compile=false")
         self.compiled = compiled
 
     @torch.no_grad()
@@ -67,8 +69,6 @@ class StableAdamW(torch.optim.Optimizer):
         v = [_local(self.state[p]["exp_avg_sq"]) for p in tensors]
         sharded = isinstance(tensors[0], DTensor)
         if self.compiled:
-            if sharded:
-                raise ValueError("optimizer.compile=true works on whole tensors; under FSDP use optimizer.compile=false")
             # The numbers that change every step enter as 0-d host tensors, and every tensor as a flat
             # view: one graph per group (decay or not) for all shapes, never recompiled; the device reads
             # the numbers as kernel arguments (no copy, no sync).

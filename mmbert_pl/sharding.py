@@ -29,15 +29,10 @@ def is_sharded(model: nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The whole state_dict on the CPU of global rank 0 (empty on the others). Every rank must call it."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
 def unsharded_copy(model: MMBertForMaskedLM) -> MMBertForMaskedLM | None:
     """A plain CPU copy of a sharded model on global rank 0, None on the others (for the export). Every rank
-    must call it."""
-    state = full_model_state(model)
+    must call it (the gathered state_dict is empty on all but rank 0)."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not state:
         return None
     copy = MMBertForMaskedLM(model.cfg, attn_backend="sdpa")     # for its weights; the backend is not exported
