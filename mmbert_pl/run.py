@@ -257,7 +257,9 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
         except Preempted:
             return 3
-    problem = checkpoint_problem(last, trainer.global_step)
+    # Rank 0 writes last.ckpt, so its reading decides for every rank: another rank that read the file after rank 0 had
+    # already rewritten it would skip the save and leave rank 0 alone in the save's barrier.
+    problem = trainer.strategy.broadcast(checkpoint_problem(last, trainer.global_step), src=0)
     if problem:
         # last.ckpt must hold the final step: the step cadence need not end on it, and the newest checkpoint may be
         # unreadable while the one resumed from had already ended the run. Every rank takes part in the save.
