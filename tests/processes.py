@@ -33,6 +33,25 @@ def run(cmd: list[str], what: str, env: dict | None = None, limit: float = LIMIT
         raise AssertionError(f"{what}: still running after {limit:.0f} s; its output ends:\n{out!r}") from None
 
 
+def cli(args: list[str], env: dict, what: str, limit: float = LIMIT) -> subprocess.CompletedProcess:
+    """`python -m mmbert_pl.run ARGS` to its end, output captured (see `run`)."""
+    return run([sys.executable, "-m", "mmbert_pl.run", *args], what, env=env, limit=limit)
+
+
+def finished(args: list[str], env: dict, what: str) -> Path:
+    """The run folder of `python -m mmbert_pl.run ARGS` (runs under env's MMBERT_RUNS), which must succeed."""
+    result = cli(args, env, what)
+    assert result.returncode == 0, f"{what}:\n" + result.stdout[-2000:] + result.stderr[-3000:]
+    return Path(env["MMBERT_RUNS"]) / "sample"
+
+
+def last_checkpoint(run_dir: Path) -> dict:
+    """`run_dir`'s checkpoints/last.ckpt, whole: weights, optimizer state, loop counters."""
+    import torch
+
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+
 def wait_until(what: str, ready: Callable[[], bool], proc: subprocess.Popen | None = None, log: Path | None = None,
                limit: float = LIMIT) -> None:
     """Poll `ready` until it holds; fail naming `what` if `proc` ends first or `limit` passes."""

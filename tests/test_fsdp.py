@@ -7,13 +7,12 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.processes import launch, run, run_env, wait_exit, wait_until
+from tests.processes import cli, finished, last_checkpoint, launch, run_env, wait_exit, wait_until
 from tests.sample_logs import logged
 
 pytestmark = pytest.mark.slow
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.slow
 ARGS = ["data.global_batch_rows=16", "trainer.max_steps=30", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=5",
         "callbacks.retrieval.every=0.5", "trainer.val_check_interval=15", "trainer.limit_val_batches=2",
         "trainer.progress_bar=false"]
-
-
-def cli(args: list[str], env: dict, what: str) -> Path:
-    result = run([sys.executable, "-m", "mmbert_pl.run", *args], what, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return Path(env["MMBERT_RUNS"]) / "sample"
-
-
-def checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -52,7 +41,7 @@ def metric_rows(run_dir: Path, prefix: str) -> dict[tuple[int, str], float]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("fsdp")
-    return {name: cli([*ARGS, f"trainer=cpu_{name}"], run_env(tmp / name, tmp / "cache"), f"the {name} run")
+    return {name: finished([*ARGS, f"trainer=cpu_{name}"], run_env(tmp / name, tmp / "cache"), f"the {name} run")
             for name in ("ddp", "fsdp")}
 
 
@@ -60,7 +49,7 @@ def test_fsdp_trains_what_ddp_trains(runs: dict[str, Path]) -> None:
     ddp, fsdp = runs["ddp"], runs["fsdp"]
     for rank in (0, 1):
         assert (fsdp / "samples" / f"rank{rank}.tsv").read_text() == (ddp / "samples" / f"rank{rank}.tsv").read_text()
-    a, b = checkpoint(ddp), checkpoint(fsdp)
+    a, b = last_checkpoint(ddp), last_checkpoint(fsdp)
     assert a["global_step"] == b["global_step"] == 30 and a["loops"] == b["loops"]
     assert all(not hasattr(v, "device_mesh") for v in b["state_dict"].values())     # consolidated, plain tensors
     assert max_difference(a["state_dict"], b["state_dict"]) < 1e-3
@@ -84,14 +73,14 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     wait_until("step 17 in the sample log", lambda: any(int(r[0]) >= 17 for r in logged(run_dir / "samples")), proc, log)
     os.killpg(proc.pid, signal.SIGKILL)
     wait_exit(proc, "the killed FSDP run")
-    # A SIGKILLed run leaves streaming's shared memory in /dev/shm, which a later 2-process run of this suite
-    # on another data cache trips over (the job's private /dev/shm on a cluster node goes with the job).
+    # A SIGKILLed run leaves streaming's shared memory in /dev/shm (a cluster job's private /dev/shm goes with
+    # the job); the suite removes it rather than leave it on the machine.
     from streaming.base.util import clean_stale_shared_memory
 
     clean_stale_shared_memory()
-    resumed = run([sys.executable, "-m", "mmbert_pl.run", *ARGS, "trainer=cpu_fsdp"], "the resumed FSDP run", env=env)
+    resumed = cli([*ARGS, "trainer=cpu_fsdp"], env, "the resumed FSDP run")
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    want, got = checkpoint(runs["fsdp"]), checkpoint(run_dir)
+    want, got = last_checkpoint(runs["fsdp"]), last_checkpoint(run_dir)
     assert max_difference(want["state_dict"], got["state_dict"]) == 0
     for rank in (0, 1):
         assert (run_dir / "samples" / f"rank{rank}.tsv").read_text() == (runs["fsdp"] / "samples" / f"rank{rank}.tsv").read_text()
@@ -101,7 +90,7 @@ def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[s
     """`init_from=` a DDP checkpoint, optimizer state included: the next stage under FSDP trains as under DDP."""
     args = ["data.global_batch_rows=16", "trainer.max_steps=4", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000",
             "trainer.progress_bar=false", f"init_from={runs['ddp'] / 'checkpoints' / 'last.ckpt'}"]
-    got = {name: checkpoint(cli([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, tmp_path / "cache"), f"the chained {name} run"))
+    got = {name: last_checkpoint(finished([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, tmp_path / "cache"), f"the chained {name} run"))
            for name in ("ddp", "fsdp")}
     assert max_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < 1e-3
     ma, mb = (moments_by_place(got[k]["optimizer_states"][0]) for k in ("ddp", "fsdp"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -170,12 +169,11 @@ def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Pat
     """SIGTERM to rank 1 alone: both ranks save at the same step, one of the agreement steps (a multiple of
     trainer.preemption_agree_every, not the next step), at most 2 x 5 - 1 steps late; the rerun (batch-size warmup
     under DDP, 2 loader workers) ends exactly where the uninterrupted 2-process run ends."""
-    from tests.processes import launch, run, run_env, wait_exit, wait_until
+    from tests.processes import cli, finished, last_checkpoint, launch, run_env, wait_exit, wait_until
     from tests.sample_logs import logged
 
     cache = tmp_path / "cache"
-    whole = run([sys.executable, "-m", "mmbert_pl.run", *DDP_WARMUP], "the uninterrupted run", env=run_env(tmp_path / "whole", cache))
-    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
+    whole = finished(DDP_WARMUP, run_env(tmp_path / "whole", cache), "the uninterrupted run")
 
     env, run_dir = run_env(tmp_path / "cut", cache), tmp_path / "cut" / "runs" / "sample"
     log = tmp_path / "cut.txt"
@@ -188,17 +186,16 @@ def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Pat
     os.kill(rank_pid(proc.pid, 1), signal.SIGTERM)
     signalled = step()
     assert wait_exit(proc, "the run whose rank 1 got SIGTERM") == 3, log.read_text()[-3000:]
-    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    saved = last_checkpoint(run_dir)["global_step"]
     assert saved % 5 == 0 and signalled < saved <= signalled + 1 + 2 * 5 - 1, (signalled, saved)
     assert f"a signal on another rank: saved {run_dir / 'checkpoints' / 'last.ckpt'} at step {saved}" in log.read_text()
     for rank in (0, 1):
         assert max(int(row[0]) for row in logged(run_dir / "samples", rank)) == saved - 1   # both stopped after it
 
-    resumed = run([sys.executable, "-m", "mmbert_pl.run", *DDP_WARMUP], "the resumed run", env=env)
+    resumed = cli(DDP_WARMUP, env, "the resumed run")
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    want = torch.load(tmp_path / "whole" / "runs" / "sample" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    got = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    want, got = last_checkpoint(whole), last_checkpoint(run_dir)
     assert all(torch.equal(want["state_dict"][k], got["state_dict"][k]) for k in want["state_dict"])
     for rank in (0, 1):
         assert (run_dir / "samples" / f"rank{rank}.tsv").read_text() == \
-            (tmp_path / "whole" / "runs" / "sample" / "samples" / f"rank{rank}.tsv").read_text()
+            (whole / "samples" / f"rank{rank}.tsv").read_text()

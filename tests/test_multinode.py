@@ -7,7 +7,6 @@ between them exactly the rows the 1-process run trains, and end at the weights o
 masks and only the same layout of ranks can end at the same weights."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -15,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.processes import LIMIT, run, run_env, wait_exit
+from tests.processes import LIMIT, finished, last_checkpoint, run_env, wait_exit
 from tests.sample_logs import rows_by_step
 
 pytestmark = pytest.mark.slow
@@ -47,8 +45,7 @@ def test_two_nodes_on_one_machine_train_the_rows_of_one_process(tmp_path: Path) 
     if prefix is None:
         pytest.skip("needs `unshare -m` (a private /dev/shm per simulated node); this machine allows no mount namespace")
     for name, extra in (("one", []), ("ddp", ["trainer=cpu_ddp"])):
-        done = run([sys.executable, "-m", "mmbert_pl.run", *ARGS, *extra], f"the {name} run", env=run_env(tmp_path / name, tmp_path / "c"))
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        finished([*ARGS, *extra], run_env(tmp_path / name, tmp_path / "c"), f"the {name} run")
 
     port, procs = free_port(), []
     for node in (0, 1):
@@ -71,7 +68,7 @@ def test_two_nodes_on_one_machine_train_the_rows_of_one_process(tmp_path: Path) 
     ddp = tmp_path / "ddp" / "runs" / "sample"
     for rank in (0, 1):
         assert (nodes / "samples" / f"rank{rank}.tsv").read_text() == (ddp / "samples" / f"rank{rank}.tsv").read_text()
-    a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"] for d in (ddp, nodes))
+    a, b = (last_checkpoint(d)["state_dict"] for d in (ddp, nodes))
     assert a["tokens_seen"] == b["tokens_seen"] == 8 * 16 * 512
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-5
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "node1.txt").read_text()

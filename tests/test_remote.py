@@ -44,7 +44,7 @@ def published(s3: dict, tmp_path_factory, tokenizer_model: Path, sample_dir: Pat
              "--out", str(out), "--row-length", "256", "--languages", LANGUAGES, "--val-fraction", "0.2", "--parallel",
              "--no-progress", "--upload", url], "data_prep.shards --upload", env={**os.environ, **s3})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"uploaded" in r.stdout and url in r.stdout
+    assert "uploaded" in r.stdout and url in r.stdout
     return url
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.processes import launch, run, run_env, wait_exit, wait_until
+from tests.processes import cli, finished, last_checkpoint, launch, run_env, wait_exit, wait_until
 from tests.sample_logs import logged, rows_by_step
 
 pytestmark = pytest.mark.slow
@@ -26,12 +25,8 @@ def wait_for_step(proc: subprocess.Popen, samples: Path, step: int, log: Path | 
     wait_until(f"step {step} in {samples}", lambda: any(int(row[0]) >= step for row in logged(samples)), proc, log)
 
 
-def cli(args: list[str], env: dict, what: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "mmbert_pl.run", *args], what, env=env)
-
-
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    return last_checkpoint(run_dir)["state_dict"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +71,7 @@ def interrupt(plan: list[tuple[int, signal.Signals]], run_dir: Path, env: dict, 
             since = gone - (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
             assert since < 10, f"a preempted run must be gone seconds after its checkpoint, not {since:.1f} s"
             assert f"{sig.name}: saved" in out and "rerun the same command to resume" in out
-            saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+            saved = last_checkpoint(run_dir)
             assert saved["global_step"] >= step            # the step it was in, not an older periodic checkpoint
         assert not list((run_dir / "checkpoints").glob("*.tmp")), "a temporary checkpoint was left behind"
 
@@ -117,9 +112,7 @@ DDP = ["data.global_batch_rows=16", "trainer.max_steps=12", "callbacks.sample_lo
 
 def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(cache: Path, tmp_path: Path) -> None:
     def run(name: str, *extra: str) -> Path:
-        result = cli([*DDP, *extra], run_env(tmp_path / name, cache), f"the {name} run")
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-        return tmp_path / name / "runs" / "sample"
+        return finished([*DDP, *extra], run_env(tmp_path / name, cache), f"the {name} run")
 
     one = run("one")                                   # 1 process, 2 micro-batches per step
     two = run("two", "trainer=cpu_ddp")                # 2 processes (gloo), 1 micro-batch each per step

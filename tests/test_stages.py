@@ -80,7 +80,7 @@ def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
         hf = json.loads((run_dir / "hf" / "config.json").read_text())
         assert hf["global_rope_theta"] == hf["local_rope_theta"] == theta
         if previous:
-            assert f"initialised weights and optimizer state (Adam moments after" in result.stdout
+            assert "initialised weights and optimizer state (Adam moments after" in result.stdout
         previous = run_dir / "checkpoints" / "last.ckpt"
     assert "fao_Latn" in result.stdout                                  # decay_all brings the low-resource languages
 
