@@ -1,8 +1,14 @@
 """Checkpoints that survive being killed at any moment: atomic writes, and resume from the newest
-checkpoint that reads back (a truncated or corrupt one is reported, set aside, and the previous used)."""
+checkpoint that reads back (a truncated or corrupt one is reported, set aside, and the previous used).
+
+A checkpoint is one file (consolidated), or under `trainer.checkpoint_format=sharded` a folder of the same
+name that every rank writes its shards into (torch.distributed.checkpoint, plus Lightning's `meta.pt` with
+the loop state); `python -m mmbert_pl.consolidate` turns such a folder into the file.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,9 +40,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+SHARDED_META = "meta.pt"         # Lightning's: everything but weights and optimizer state
+SHARDED_INDEX = ".metadata"      # torch.distributed.checkpoint's: written last, once every rank's shards are
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    """A sharded checkpoint folder (complete or not: `checkpoint_problem` says which)."""
+    return path.is_dir() and any((path / name).exists() for name in (SHARDED_INDEX, SHARDED_META))
+
+
 def checkpoint_problem(path: Path, step: int | None = None) -> str | None:
     """None if `path` reads back as a Lightning checkpoint (of global step `step`, if given), else what is
     wrong with it. Tensors are memory-mapped, so this reads the structure, not gigabytes of weights."""
+    if path.is_dir():
+        return sharded_checkpoint_problem(path, step)
     if not path.is_file():
         return "missing"
     if not zipfile.is_zipfile(path):
@@ -52,10 +69,56 @@ def checkpoint_problem(path: Path, step: int | None = None) -> str | None:
     return None
 
 
+def sharded_checkpoint_problem(path: Path, step: int | None) -> str | None:
+    for name in (SHARDED_INDEX, SHARDED_META):        # Lightning writes meta.pt after the index
+        if not (path / name).is_file():
+            return f"a sharded checkpoint without {name} (its save did not finish)"
+    try:
+        meta = torch.load(path / SHARDED_META, map_location="cpu", weights_only=False)
+    except Exception as e:
+        return f"its {SHARDED_META} does not read back ({type(e).__name__}: {e})"
+    if not isinstance(meta, dict) or "loops" not in meta:
+        return "not a Lightning training checkpoint"
+    if step is not None and meta.get("global_step") != step:
+        return f"it holds step {meta.get('global_step')}, not {step}"
+    return None
+
+
+def checkpoint_metadata(path: Path) -> dict:
+    """A checkpoint without reading its tensors: the file memory-mapped, or a sharded folder's `meta.pt`."""
+    if path.is_dir():
+        return torch.load(path / SHARDED_META, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def remove_checkpoint(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def move_into_place(tmp: Path, path: Path) -> None:
+    """`tmp` (a file or a sharded folder) becomes `path`. File over file is one atomic rename; where a folder is
+    involved the old one is first renamed `NAME.old`, which `newest_checkpoint` also reads, so a kill between the
+    two renames still leaves a checkpoint to resume from."""
+    if not tmp.is_dir() and not path.is_dir():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(path.name + ".old")
+    remove_checkpoint(old)
+    if path.exists():
+        os.rename(path, old)
+    os.rename(tmp, path)
+    remove_checkpoint(old)
+
+
 def newest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest readable `*.ckpt` by modification time. Unreadable newer ones are reported and left in
-    place (every rank runs this; none may move files another is reading); the next save replaces them."""
-    candidates = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    """The newest readable `*.ckpt` (file or sharded folder) by modification time. Unreadable newer ones are
+    reported and left in place (every rank runs this; none may move files another is reading); the next save
+    replaces them."""
+    candidates = sorted([*ckpt_dir.glob("*.ckpt"), *ckpt_dir.glob("*.ckpt.old")], key=lambda p: p.stat().st_mtime_ns,
+                        reverse=True)
     for path in candidates:
         problem = checkpoint_problem(path)
         if problem is None:
@@ -70,7 +133,7 @@ def prune_step_checkpoints(ckpt_dir: Path, keep: int, protect: Path | None) -> l
     steps = sorted(ckpt_dir.glob("step*.ckpt"), key=lambda p: p.name)
     removed = [p for p in steps[: max(0, len(steps) - keep)] if p != protect]
     for p in removed:
-        p.unlink(missing_ok=True)
+        remove_checkpoint(p)
     return removed
 
 

@@ -72,6 +72,8 @@ class TrainerConf:
     log_every_n_steps: int = 10
     logger: str = "csv"                 # csv | tensorboard | wandb (offline)
     strategy: str = "auto"              # auto | ddp | ddp_spawn ... (Lightning's names); fsdp = FSDP2 (mmbert_pl/strategy.py)
+    checkpoint_format: str = "consolidated"   # or sharded (strategy=fsdp): every rank writes its shards in parallel;
+                                        # the final last.ckpt is one file all the same (python -m mmbert_pl.consolidate)
     requeue: bool = True                # under SLURM, a SIGUSR1/SIGUSR2 checkpoint is followed by `scontrol requeue`
     preemption_agree_every: int = 5     # several processes: optimizer steps between the ranks' non-blocking agreements
                                         # on a stop signal; it is acted on at most 2x this many steps after it arrives
@@ -207,6 +209,11 @@ def validate(cfg: Any) -> None:
          f"data.global_batch_rows={rows} must be a positive multiple of data.micro_batch x trainer.devices x trainer.num_nodes = {per_pass}")
     need(cfg.trainer.preemption_agree_every >= 1,
          f"trainer.preemption_agree_every={cfg.trainer.preemption_agree_every}: a number of optimizer steps >= 1")
+    need(cfg.trainer.checkpoint_format in ("consolidated", "sharded"),
+         f"trainer.checkpoint_format={cfg.trainer.checkpoint_format!r}: choose consolidated or sharded")
+    need(cfg.trainer.checkpoint_format != "sharded" or cfg.trainer.strategy == "fsdp",
+         f"trainer.checkpoint_format=sharded needs trainer.strategy=fsdp (trainer=gpu_fsdp); under "
+         f"{cfg.trainer.strategy} every rank holds the whole model: use consolidated")
     need(cfg.trainer.strategy != "fsdp" or not cfg.optimizer.compile,
          "optimizer.compile=true updates whole tensors and trainer.strategy=fsdp shards them: set optimizer.compile=false")
     need(cfg.trainer.logger in ("csv", "tensorboard", "wandb"), f"trainer.logger={cfg.trainer.logger!r}: choose csv, tensorboard or wandb")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpointing import is_sharded_checkpoint
 from .model import EncoderConfig
 from .model_files import checkpoint_config, checkpoint_weights, load_checkpoint, read_state
 
@@ -37,7 +38,7 @@ def read_initial_state(path: str | Path, model: EncoderConfig, tokenizer_sha256:
     if not path.exists():
         raise ValueError(f"init_from={path} does not exist; give the previous stage's checkpoints/last.ckpt "
                          f"(or a Hugging Face directory with init_weights_only=true)")
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         if not weights_only:
             raise ValueError(f"init_from={path} is a Hugging Face directory, which holds no optimizer state. Chain stages "
                              f"from the previous stage's checkpoints/last.ckpt (weights and Adam moments, as mmBERT did), "

@@ -12,15 +12,16 @@ import csv
 import os
 from pathlib import Path
 
-import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from .checkpointing import checkpoint_metadata
+
 
 def logged_batches(checkpoint: Path) -> int:
     """The value of Lightning's logger step counter (`_batches_that_stepped`) stored in a checkpoint."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = checkpoint_metadata(checkpoint)
     return ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpointing import is_sharded_checkpoint
 from .hf import export_hf, import_hf
 from .model import EncoderConfig, MMBertForMaskedLM
 
@@ -20,7 +21,7 @@ def read_state(path: str | Path) -> tuple[EncoderConfig | None, dict[str, torch.
     """(config, state_dict, global step) of a checkpoint or an HF directory; config None for an old
     checkpoint without one, step None for an HF directory."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         model = import_hf(path, attn_backend="sdpa")
         return model.cfg, model.state_dict(), None
     checkpoint = load_checkpoint(path)
@@ -29,6 +30,9 @@ def read_state(path: str | Path) -> tuple[EncoderConfig | None, dict[str, torch.
 
 def load_checkpoint(path: Path) -> dict:
     """One of our `.ckpt` files as saved (weights, hyper-parameters, optimizer and loop state)."""
+    if is_sharded_checkpoint(path):
+        raise ValueError(f"{path} is a sharded checkpoint (trainer.checkpoint_format=sharded); turn it into one file first: "
+                         f"python -m mmbert_pl.consolidate {path}")
     if not path.is_file():
         raise ValueError(f"{path} does not exist; give one of our .ckpt files or a Hugging Face ModernBERT directory")
     try:

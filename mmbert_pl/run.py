@@ -34,6 +34,9 @@ HARMLESS_LIGHTNING_WARNINGS = (
     r"You have overridden `transfer_batch_to_device` in `LightningModule` but have passed in a `LightningDataModule`",
     # Lightning's own pytree code under torch >= 2.14, nothing a user can change
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # under DDP/FSDP, once per validation metric (two per language: 3,666 lines at mmBERT's 1833): the values are
+    # torchmetrics' compute(), which has already summed over the ranks
+    r"It is recommended to use `self.log\('val/",
 )
 
 
@@ -183,6 +186,9 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     root, manifest, tok_path, geo, dm = plan.root, plan.manifest, plan.tokenizer, plan.geometry, plan.datamodule
     tok, budget = manifest["tokenizer"], geo.budget
     resume = newest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
+    if resume and resume.is_dir() and cfg.trainer.strategy != "fsdp":
+        raise ValueError(f"{resume} is a sharded checkpoint (trainer.checkpoint_format=sharded), which only trainer.strategy=fsdp "
+                         f"reads: resume with that strategy, or first turn it into one file: python -m mmbert_pl.consolidate {resume}")
     mixture_file = run_dir / "mixture.json"
     if resume and mixture_file.exists() and json.loads(mixture_file.read_text())["hash"] != dm.mixture_hash():
         raise ValueError(f"{resume} was trained on another data mixture (data root, seed, languages, τ, milestones, budget "
@@ -259,12 +265,15 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
             return 3
     # Rank 0 writes last.ckpt, so its reading decides for every rank: another rank that read the file after rank 0 had
     # already rewritten it would skip the save and leave rank 0 alone in the save's barrier.
-    problem = trainer.strategy.broadcast(checkpoint_problem(last, trainer.global_step), src=0)
+    problem = trainer.strategy.broadcast(checkpoint_problem(last, trainer.global_step)
+                                         or ("sharded: the final one is one file" if last.is_dir() else None), src=0)
     if problem:
-        # last.ckpt must hold the final step: the step cadence need not end on it, and the newest checkpoint may be
-        # unreadable while the one resumed from had already ended the run. Every rank takes part in the save.
+        # last.ckpt must hold the final step, in one file (init_from=, merge and evaluate read it): the step cadence
+        # need not end on it, and the newest checkpoint may be unreadable while the one resumed from had already
+        # ended the run. Every rank takes part in the save.
         unreadable = last.exists() and checkpoint_problem(last)
-        trainer.save_checkpoint(last, weights_only=False)
+        with getattr(trainer.strategy, "consolidated", contextlib.nullcontext)():
+            trainer.save_checkpoint(last, weights_only=False)
         if unreadable:
             print(f"{last} was unreadable ({unreadable}); rewrote it from the final state (step {trainer.global_step}, "
                   f"resumed from {resume})", flush=True)

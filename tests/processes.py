@@ -33,9 +33,9 @@ def run(cmd: list[str], what: str, env: dict | None = None, limit: float = LIMIT
         raise AssertionError(f"{what}: still running after {limit:.0f} s; its output ends:\n{out!r}") from None
 
 
-def cli(args: list[str], env: dict, what: str, limit: float = LIMIT) -> subprocess.CompletedProcess:
-    """`python -m mmbert_pl.run ARGS` to its end, output captured (see `run`)."""
-    return run([sys.executable, "-m", "mmbert_pl.run", *args], what, env=env, limit=limit)
+def cli(args: list[str], env: dict, what: str, module: str = "mmbert_pl.run") -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` to its end, output captured (see `run`)."""
+    return run([sys.executable, "-m", module, *args], what, env=env)
 
 
 def finished(args: list[str], env: dict, what: str) -> Path:

@@ -178,3 +178,12 @@ def test_one_key_of_each_pair_composes() -> None:
     assert composed("+stage=ext", "trainer.max_tokens=null", "trainer.max_steps=20").trainer.max_steps == 20
     assert composed("+stage=pretrain", "data.global_batch_rows=null", "trainer.accumulate_grad_batches=4").trainer.accumulate_grad_batches == 4
     assert composed("+stage=sample_cascade").callbacks.mask.points[1] == [0.3333333, 0.15]
+
+
+def test_sharded_checkpoints_are_for_fsdp_only() -> None:
+    assert composed("trainer=cpu_fsdp", "trainer.checkpoint_format=sharded").trainer.checkpoint_format == "sharded"
+    assert composed("trainer=gpu_fsdp").trainer.checkpoint_format == "consolidated"
+    for overrides, named in ((["trainer=cpu_ddp", "trainer.checkpoint_format=sharded"], "needs trainer.strategy=fsdp"),
+                             (["trainer=cpu_fsdp", "trainer.checkpoint_format=dcp"], "choose consolidated or sharded")):
+        with pytest.raises(ValueError, match=named):
+            composed(*overrides)
