@@ -51,36 +51,26 @@ def is_sharded_checkpoint(path: Path) -> bool:
 
 def checkpoint_problem(path: Path, step: int | None = None) -> str | None:
     """None if `path` reads back as a Lightning checkpoint (of global step `step`, if given), else what is
-    wrong with it. Tensors are memory-mapped, so this reads the structure, not gigabytes of weights."""
+    wrong with it. Tensors are memory-mapped (a sharded folder: only its `meta.pt` is read), so this reads the
+    structure, not gigabytes of weights."""
     if path.is_dir():
-        return sharded_checkpoint_problem(path, step)
-    if not path.is_file():
+        for name in (SHARDED_INDEX, SHARDED_META):        # Lightning writes meta.pt after the index
+            if not (path / name).is_file():
+                return f"a sharded checkpoint without {name} (its save did not finish)"
+    elif not path.is_file():
         return "missing"
-    if not zipfile.is_zipfile(path):
+    elif not zipfile.is_zipfile(path):
         return "not a complete zip archive (truncated?)"
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = checkpoint_metadata(path)
     except Exception as e:     # any failure to read back means: do not resume from it
-        return f"{type(e).__name__}: {e}"
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "loops" not in checkpoint:
+        where = f"its {SHARDED_META} does not read back: " if path.is_dir() else ""
+        return f"{where}{type(e).__name__}: {e}"
+    weights = () if path.is_dir() else ("state_dict",)    # a folder's weights are in its shards
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in (*weights, "loops")):
         return "not a Lightning training checkpoint"
     if step is not None and checkpoint.get("global_step") != step:
         return f"it holds step {checkpoint.get('global_step')}, not {step}"
-    return None
-
-
-def sharded_checkpoint_problem(path: Path, step: int | None) -> str | None:
-    for name in (SHARDED_INDEX, SHARDED_META):        # Lightning writes meta.pt after the index
-        if not (path / name).is_file():
-            return f"a sharded checkpoint without {name} (its save did not finish)"
-    try:
-        meta = torch.load(path / SHARDED_META, map_location="cpu", weights_only=False)
-    except Exception as e:
-        return f"its {SHARDED_META} does not read back ({type(e).__name__}: {e})"
-    if not isinstance(meta, dict) or "loops" not in meta:
-        return "not a Lightning training checkpoint"
-    if step is not None and meta.get("global_step") != step:
-        return f"it holds step {meta.get('global_step')}, not {step}"
     return None
 
 

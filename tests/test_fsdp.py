@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,8 +132,6 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     assert (ckpts / "step0000025.ckpt").is_file() and checkpoint_problem(ckpts / "step0000025.ckpt", 25) is None
     assert abs((ckpts / "step0000025.ckpt").stat().st_mtime - before) < 2
     # a sharded save cut short (no meta.pt) is passed over, named
-    import shutil
-
     shutil.copytree(ckpts / "step0000030.ckpt", ckpts / "step0000035.ckpt")
     (ckpts / "step0000035.ckpt" / "meta.pt").unlink()
     assert "did not finish" in checkpoint_problem(ckpts / "step0000035.ckpt")
