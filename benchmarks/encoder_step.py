@@ -16,7 +16,7 @@ import time
 import torch
 from transformers import AutoModelForMaskedLM
 
-from mmbert_pl.hf import export_hf
+from mmbert_pl.files.hf import export_hf
 from mmbert_pl.model import MMBertForMaskedLM, named_config
 from mmbert_pl.model.documents import cu_seqlens_from_lengths
 

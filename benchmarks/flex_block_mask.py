@@ -1,6 +1,6 @@
 """Building the flex_attention masks of one step: `create_block_mask` on the token grid vs ours from block bounds.
 
-Both give identical block masks (tests/test_flex_block_mask.py). Documents have lengths ~N(L/2, L/4)
+Both give identical block masks (tests/model/test_flex_block_mask.py). Documents have lengths ~N(L/2, L/4)
 clipped to 16..L, packed in rows of L as in training; a step's global and local masks are built.
 Each variant runs in a fresh process so its peak memory (`peak_memory.py`) is its own.
 

@@ -3,7 +3,7 @@
 # (no install of ours needed: the repository root goes on PYTHONPATH). 5.4 minutes on an H200 on 2026-11-27
 # with eager and compiled runs of two backends; now compiled runs of up to four, and the later steps below.
 #   1. attention backends agree with a float64 reference in bf16 (and the CUDA cases of the backend tests);
-#      Lightning steps make no host sync (tests/test_host_sync.py, under torch.cuda.set_sync_debug_mode("error"));
+#      Lightning steps make no host sync (tests/training/test_host_sync.py, under torch.cuda.set_sync_debug_mode("error"));
 #   2. the parts measured alone: the chunked decoder loss (eager and compiled) vs plain cross-entropy at
 #      `base`'s shape, flex block masks from block bounds vs `create_block_mask` on the token grid, and
 #      StableAdamW's step on base's parameters, multi-tensor vs compiled;
@@ -35,8 +35,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
 
 python3 benchmarks/backend_agreement.py --device cuda --dtype bfloat16 --backends "$backends" 2>&1 | tee "$out/agreement.txt" || status=1
-python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_attention_backends.py \
-    tests/test_mlm_loss.py tests/test_flex_block_mask.py tests/test_host_sync.py 2>&1 | tail -15 | tee -a "$out/agreement.txt" || status=1
+python3 -m pytest -q --noconftest -p no:cacheprovider tests/model/test_attention_backends.py \
+    tests/model/test_mlm_loss.py tests/model/test_flex_block_mask.py tests/training/test_host_sync.py 2>&1 | tail -15 | tee -a "$out/agreement.txt" || status=1
 
 python3 benchmarks/mlm_loss.py --device cuda --dtype bfloat16 --labels 9830 --steps 5 2>&1 | tee "$out/parts.txt" || status=1
 python3 benchmarks/flex_block_mask.py --device cuda --tokens 32768 2>&1 | tee -a "$out/parts.txt" || status=1

@@ -20,8 +20,8 @@ import time
 
 from mmbert_pl.data.datamodule import MixtureDataModule
 from mmbert_pl.model import named_config
-from mmbert_pl.module import MLMModule
-from mmbert_pl.sample_data import prepare_sample
+from mmbert_pl.training.module import MLMModule
+from mmbert_pl.sample.prepare import prepare_sample
 
 from train_throughput import MASK_RATIO, train
 

@@ -19,7 +19,7 @@ import time
 import torch
 
 from mmbert_pl.model import MMBertForMaskedLM, named_config
-from mmbert_pl.optim import StableAdamW, parameter_groups
+from mmbert_pl.training.optim import StableAdamW, parameter_groups
 
 
 def measure(model: torch.nn.Module, grads: list[torch.Tensor], compiled: bool, steps: int) -> tuple[float, list[torch.Tensor]]:

@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mmbert_pl.model import named_config
-from mmbert_pl.module import MLMModule
+from mmbert_pl.training.module import MLMModule
 
 from train_throughput import MASK_RATIO, Batches, make_workload
 

@@ -33,9 +33,9 @@ import torch
 from callbacks.token_budget import train_flops_per_token
 from data_prep.packing import BestFitPacker
 from mmbert_pl.data.rows import collate_rows
-from mmbert_pl.hf import export_hf
+from mmbert_pl.files.hf import export_hf
 from mmbert_pl.model import named_config
-from mmbert_pl.module import MLMModule
+from mmbert_pl.training.module import MLMModule
 
 MASK_RATIO = 0.3
 

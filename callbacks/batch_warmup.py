@@ -1,11 +1,11 @@
 """Owner of the batch-size warmup: sets the module's accumulation between optimizer steps from
-`mmbert_pl.schedules.accumulation_at`."""
+`mmbert_pl.core.schedules.accumulation_at`."""
 from __future__ import annotations
 
 import lightning as L
 
-from mmbert_pl.schedules import accumulation_at
-from mmbert_pl.step_values import report
+from mmbert_pl.core.schedules import accumulation_at
+from mmbert_pl.training.step_values import report
 
 from .clock import tokens_at_step_start
 

@@ -1,11 +1,11 @@
-"""Owner of the LR: sets every param group's LR at each optimizer step from `mmbert_pl.schedules.lr_factor`
+"""Owner of the LR: sets every param group's LR at each optimizer step from `mmbert_pl.core.schedules.lr_factor`
 (trapezoid: warmup, stable, decay to alpha_f; shapes in that module)."""
 from __future__ import annotations
 
 import lightning as L
 
-from mmbert_pl.schedules import lr_factor
-from mmbert_pl.step_values import report
+from mmbert_pl.core.schedules import lr_factor
+from mmbert_pl.training.step_values import report
 
 from .clock import tokens_at_step_start
 

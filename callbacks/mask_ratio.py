@@ -1,10 +1,10 @@
-"""Owner of the mask ratio: sets the module's ratio at each optimizer step from `mmbert_pl.schedules.mask_ratio_at`
+"""Owner of the mask ratio: sets the module's ratio at each optimizer step from `mmbert_pl.core.schedules.mask_ratio_at`
 (constant, or annealed through (tokens, ratio) points)."""
 from __future__ import annotations
 
 import lightning as L
 
-from mmbert_pl.schedules import mask_ratio_at
+from mmbert_pl.core.schedules import mask_ratio_at
 
 from .clock import tokens_at_step_start
 

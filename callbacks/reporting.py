@@ -1,4 +1,4 @@
-"""The progress bar: Lightning's, showing the host-side numbers the schedules report (`mmbert_pl.step_values`)
+"""The progress bar: Lightning's, showing the host-side numbers the schedules report (`mmbert_pl.training.step_values`)
 instead of reading device tensors back every batch, and one validation bar over all languages (Lightning's
 restarts, and prints, a bar per validation dataloader: 44 lines per validation with 22 languages)."""
 from __future__ import annotations

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import lightning as L
 
-from mmbert_pl.embedding import embed, tokenize
-from mmbert_pl.retrieval import retrieval_scores
-from mmbert_pl.sharding import is_sharded
+from mmbert_pl.embeddings.embedding import embed, tokenize
+from mmbert_pl.embeddings.retrieval import retrieval_scores
+from mmbert_pl.training.sharding import is_sharded
 
 
 class RetrievalEval(L.Callback):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import lightning as L
 
-from mmbert_pl.schedules import value_at
-from mmbert_pl.step_values import report
+from mmbert_pl.core.schedules import value_at
+from mmbert_pl.training.step_values import report
 
 from .clock import tokens_at_step_start
 

@@ -7,7 +7,7 @@ import time
 import lightning as L
 import torch
 
-from mmbert_pl.step_values import logs_this_batch, report
+from mmbert_pl.training.step_values import logs_this_batch, report
 
 
 def attention_pairs(lengths: torch.Tensor, half: int) -> tuple[int, int]:

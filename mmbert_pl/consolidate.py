@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpointing import SHARDED_META, AtomicCheckpointIO, checkpoint_problem, is_sharded_checkpoint, move_into_place
-from .model import EncoderConfig, MMBertForMaskedLM
+from mmbert_pl.files.checkpointing import SHARDED_META, AtomicCheckpointIO, checkpoint_problem, is_sharded_checkpoint, move_into_place
+from mmbert_pl.model import EncoderConfig, MMBertForMaskedLM
 
 
 def parameter_order(hyper_parameters: dict) -> list[str]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .bad_input import exit_on_bad_input
-from .model import MMBertForMaskedLM
-from .model_files import check_output, find_tokenizer, read_state, write_model
+from mmbert_pl.core.bad_input import exit_on_bad_input
+from mmbert_pl.model import MMBertForMaskedLM
+from mmbert_pl.files.model_files import check_output, find_tokenizer, read_state, write_model
 
 State = dict[str, torch.Tensor]
 TIED = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}   # the decoder shares the embedding matrix

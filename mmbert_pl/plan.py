@@ -10,8 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .bad_input import exit_on_bad_input
-from .config_schema import register, validate
+from mmbert_pl.core.bad_input import exit_on_bad_input
+from mmbert_pl.training.config_schema import register, validate
 
 register()
 
@@ -53,7 +53,7 @@ def write_plot(rows: list[dict], path: Path) -> None:
 def main(cfg: DictConfig) -> None:
     with exit_on_bad_input():
         validate(cfg)
-        from .run_plan import plan_run
+        from mmbert_pl.run_plan import plan_run
 
         plan = plan_run(cfg)
     geo = plan.geometry

@@ -79,7 +79,7 @@ class Recipe:
         return json.loads((self.stage_dir(name) / "finished.json").read_text())
 
     def merge(self) -> Path:
-        from .hf import export_problem
+        from mmbert_pl.files.hf import export_problem
 
         m, out = self.spec.merge, self.folder / "merged"
         if (out / "model.ckpt").is_file() and export_problem(out / "hf") is None:
@@ -91,7 +91,7 @@ class Recipe:
         return out
 
     def evaluate(self, models: dict[str, str]) -> dict[str, dict[str, float]]:
-        from .sample_data import SAMPLE_TEXT
+        from mmbert_pl.sample.prepare import SAMPLE_TEXT
 
         e = self.spec.evaluate
         data = self.finished(e.data_stage)["data_root"]
@@ -161,7 +161,7 @@ def plot(scores: dict[str, dict[str, float]], metrics: list[str], path: Path) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .bad_input import exit_on_bad_input
+    from mmbert_pl.core.bad_input import exit_on_bad_input
 
     started = time.monotonic()
     with exit_on_bad_input():

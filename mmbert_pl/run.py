@@ -17,8 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .bad_input import exit_on_bad_input
-from .config_schema import register, validate
+from mmbert_pl.core.bad_input import exit_on_bad_input
+from mmbert_pl.training.config_schema import register, validate
 
 register()
 
@@ -46,7 +46,7 @@ def make_logger(kind: str, run_dir: Path, keep_through: int | None):
 
     from lightning.pytorch import loggers
 
-    from .metrics_csv import ResumingCSVLogger
+    from mmbert_pl.training.metrics_csv import ResumingCSVLogger
 
     needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(kind, ())
     if needs and not any(importlib.util.find_spec(m) for m in needs):
@@ -65,7 +65,7 @@ def retrieval_callback(cfg: DictConfig, root: Path, manifest: dict, tokenizer: P
     from callbacks.retrieval import RetrievalEval
     from data_prep.manifest import held_out_lines
 
-    from .retrieval import held_out
+    from mmbert_pl.embeddings.retrieval import held_out
 
     ret = cfg.callbacks.retrieval
     labels = sorted(set(manifest["languages"]) | {ret.pivot})
@@ -88,7 +88,7 @@ def plugins() -> list:
     """Atomic checkpoint writes; under SLURM, Lightning's own auto-requeue off (callbacks/preemption.py owns it)."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from .checkpointing import AtomicCheckpointIO
+    from mmbert_pl.files.checkpointing import AtomicCheckpointIO
 
     return [AtomicCheckpointIO()] + ([SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])
 
@@ -117,8 +117,8 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
 
 def finished_result(finished_file: Path) -> dict | None:
     """finished.json, if the checkpoint and export it names still load; else None (with a line why)."""
-    from .checkpointing import checkpoint_problem
-    from .hf import export_problem
+    from mmbert_pl.files.checkpointing import checkpoint_problem
+    from mmbert_pl.files.hf import export_problem
 
     if not finished_file.exists():
         return None
@@ -133,8 +133,8 @@ def finished_result(finished_file: Path) -> dict | None:
 def train(cfg: DictConfig, run_dir: Path) -> int:
     logging.getLogger("streaming").setLevel(logging.WARNING)   # its INFO lines restate defaults we set explicitly
 
-    from .run_lock import RunLock, is_global_rank_zero
-    from .run_plan import plan_run
+    from mmbert_pl.training.run_lock import RunLock, is_global_rank_zero
+    from mmbert_pl.run_plan import plan_run
 
     if cfg.data.counts:
         raise ValueError(f"data.counts={cfg.data.counts} describes a corpus by its token counts, for `python -m mmbert_pl.plan`; "
@@ -153,8 +153,8 @@ def train(cfg: DictConfig, run_dir: Path) -> int:
 
 def initial_state(cfg: DictConfig, plan, run_dir: Path):
     """`init_from=`, read and checked, on a stage's first launch only: later launches resume its own checkpoint."""
-    from .checkpointing import newest_checkpoint
-    from .init_from import read_initial_state
+    from mmbert_pl.files.checkpointing import newest_checkpoint
+    from mmbert_pl.training.init_from import read_initial_state
 
     ckpt_dir = run_dir / "checkpoints"
     if not cfg.init_from or (ckpt_dir.exists() and newest_checkpoint(ckpt_dir)):
@@ -173,13 +173,13 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     from callbacks.validation_cadence import ValidationCadence
     from data_prep.tokenizer import ordinary_ids
 
-    from .checkpointing import RollingCheckpoint, checkpoint_problem, newest_checkpoint
-    from .hf import export_hf, export_problem
-    from .metrics_csv import logged_batches
-    from .module import MLMModule
-    from .run_identity import changed_settings, run_settings
-    from .sharding import is_sharded, unsharded_copy
-    from .strategy import make_strategy
+    from mmbert_pl.files.checkpointing import RollingCheckpoint, checkpoint_problem, newest_checkpoint
+    from mmbert_pl.files.hf import export_hf, export_problem
+    from mmbert_pl.training.metrics_csv import logged_batches
+    from mmbert_pl.training.module import MLMModule
+    from mmbert_pl.training.run_identity import changed_settings, run_settings
+    from mmbert_pl.training.sharding import is_sharded, unsharded_copy
+    from mmbert_pl.training.strategy import make_strategy
 
     ckpt_dir, finished_file = run_dir / "checkpoints", run_dir / "finished.json"
     last = ckpt_dir / "last.ckpt"

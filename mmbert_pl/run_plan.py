@@ -13,9 +13,9 @@ from callbacks.lr import LRSchedule
 from callbacks.mask_ratio import MaskRatioSchedule
 from callbacks.temperature import TemperatureSchedule
 
-from .batch_geometry import BatchGeometry, batch_geometry
-from .data.datamodule import MixtureDataModule
-from .model import EncoderConfig, named_config
+from mmbert_pl.training.batch_geometry import BatchGeometry, batch_geometry
+from mmbert_pl.data.datamodule import MixtureDataModule
+from mmbert_pl.model import EncoderConfig, named_config
 
 
 @dataclass
@@ -66,10 +66,10 @@ def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path | None]:
     for a plan over `data.counts`, (the CSV, a manifest made from it, None)."""
     from data_prep.manifest import read_manifest, shard_tokenizer
 
-    from .sample_data import prepare_sample
+    from mmbert_pl.sample.prepare import prepare_sample
 
     if cfg.data.counts:
-        from .data.paper_counts import counts_file, counts_manifest
+        from mmbert_pl.data.paper_counts import counts_file, counts_manifest
 
         path = counts_file(cfg.data.counts)
         return path, counts_manifest(path, cfg.data.row_length or 1024), None

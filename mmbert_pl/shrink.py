@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .bad_input import exit_on_bad_input
-from .model import EncoderConfig, MMBertForMaskedLM, named_config
-from .model.config import CONFIGS
-from .model_files import check_output, find_tokenizer, read_state, write_model
+from mmbert_pl.core.bad_input import exit_on_bad_input
+from mmbert_pl.model import EncoderConfig, MMBertForMaskedLM, named_config
+from mmbert_pl.model.config import CONFIGS
+from mmbert_pl.files.model_files import check_output, find_tokenizer, read_state, write_model
 
 
 def check_shrinkable(src: EncoderConfig, dst: EncoderConfig) -> int:

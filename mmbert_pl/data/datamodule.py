@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Subset
 
-from ..schedules import segment_bounds, value_at
+from mmbert_pl.core.schedules import segment_bounds, value_at
 from data_prep.languages import labels_for
 from data_prep.manifest import read_manifest
 

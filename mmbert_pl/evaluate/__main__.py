@@ -1,0 +1,4 @@
+"""python -m mmbert_pl.evaluate"""
+from mmbert_pl.evaluate.cli import main
+
+main()

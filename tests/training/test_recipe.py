@@ -1,0 +1,62 @@
+"""`python -m mmbert_pl.recipe`: the five stages chained with their optimizer state, the TIES merge, every model
+evaluated, and the report; run again, it trains nothing. Shrunk with one more override (budget_scale), which
+shows the overrides reaching every stage."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import run
+
+STAGES = ["pretrain", "ext", "decay_eng", "decay_cont", "decay_all"]
+
+
+@pytest.mark.slow
+def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_path: Path) -> None:
+    from mmbert_pl.files.hf import export_problem
+
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "mmbert_pl.recipe", "budget_scale=1e-6"]
+    first = run(cmd, "the miniature recipe", env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    folder = tmp_path / "runs" / "recipe"
+    steps = {name: json.loads((folder / name / "finished.json").read_text())["step"] for name in STAGES}
+    carried = {"ext": steps["pretrain"], **{d: steps["pretrain"] + steps["ext"] for d in STAGES[2:]}}
+    for name, previous in zip(STAGES, [None, "pretrain", "ext", "ext", "ext"]):
+        finished = json.loads((folder / name / "finished.json").read_text())
+        assert finished["budget"] == pytest.approx({"pretrain": 2.3e6, "ext": 6e5}.get(name, 1e5))
+        if previous:           # the step counts go on across stages, as the moments do
+            assert (f"initialised weights and optimizer state (Adam moments after {carried[name]} steps) from "
+                    f"{folder / previous / 'checkpoints' / 'last.ckpt'}") in first.stdout
+    config = (folder / "decay_all" / ".hydra" / "config.yaml").read_text()
+    assert "row_length: 1024" in config and "global_rope_theta: 160000.0" in config and "mask_ratio: 0.05" in config
+    assert export_problem(folder / "merged" / "hf") is None
+    report = (folder / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [row.split("|")[1].strip() for row in table] == [*STAGES, "merged"]
+    for row in table:
+        loss, accuracy, retrieval = (float(v) for v in row.split("|")[-4:-1])
+        assert 0 < loss < 8.4 and 0 < accuracy < 1 and 0 <= retrieval <= 1       # below ln(4096): it learned
+    assert "python -m mmbert_pl.merge ties --base" in report and report.count("python -m mmbert_pl.run +stage=") == 5
+    assert (folder / "report.png").stat().st_size > 10_000
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")}
+
+    again = run(cmd, "the miniature recipe again", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already finished at step") == 5 and "initialised weights" not in again.stdout
+    assert "== merge: " in again.stdout and "is there already" in again.stdout and "== MLM of" not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")} == stamps
+
+
+def test_the_recipe_refuses_keys_it_sets_itself_and_unknown_recipes(tmp_path: Path) -> None:
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
+    for arg, message in [("init_from=x.ckpt", "the recipe sets init_from for each stage itself"),
+                         ("recipe=nope", "recipe=nope: choose one of ['miniature', 'mmbert']"),
+                         ("stage_roots.decay=/d", "no stage named ['decay']")]:
+        result = run([sys.executable, "-m", "mmbert_pl.recipe", arg], f"recipe {arg}", env=env)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
