@@ -23,9 +23,24 @@ ARGS = ["data.global_batch_rows=16", "trainer.max_steps=30", "callbacks.sample_l
         "trainer.progress_bar=false"]
 
 
+WEIGHTS_BOUND, MOMENTS_BOUND = 1e-4, 1e-3   # relative; one optimizer step more or less moves a tensor by 1e-2 and more
+
+
+def relative(x: torch.Tensor, y: torch.Tensor) -> float:
+    """max |x - y| over max |x|: reduction-order noise is ~1e-6 of a tensor, one Adam step (lr 8e-4 on weights
+    of ~0.05, a β step on the moments) is ~1e-2 of it."""
+    x, y = x.float(), y.float()
+    return float((x - y).abs().max() / x.abs().max().clamp(min=1e-30))
+
+
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert set(a) == set(b)
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    return max(relative(a[k], b[k]) for k in a)
+
+
+def moments_difference(ma: list, mb: list) -> float:
+    """Largest relative difference of exp_avg and exp_avg_sq, tensor by tensor in group order."""
+    return max(relative(x, y) for (_, *xs), (_, *ys) in zip(ma, mb) for x, y in zip(xs, ys))
 
 
 def moments_by_place(optimizer_state: dict) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
@@ -58,11 +73,11 @@ def test_fsdp_trains_what_ddp_trains(runs: dict[str, Path]) -> None:
     a, b = last_checkpoint(ddp), last_checkpoint(fsdp)
     assert a["global_step"] == b["global_step"] == 30 and a["loops"] == b["loops"]
     assert all(not hasattr(v, "device_mesh") for v in b["state_dict"].values())     # consolidated, plain tensors
-    assert max_difference(a["state_dict"], b["state_dict"]) < 1e-3
+    assert max_difference(a["state_dict"], b["state_dict"]) < WEIGHTS_BOUND
     # weight-decay groups of the original parameters, and StableAdamW's clip over whole tensors: the moments agree
     ma, mb = moments_by_place(a["optimizer_states"][0]), moments_by_place(b["optimizer_states"][0])
     assert [m[0] for m in ma] == [m[0] for m in mb] and {m[0] for m in mb} == {8e-5, 0.0}
-    assert max(float((x - y).abs().max()) for (_, *xs), (_, *ys) in zip(ma, mb) for x, y in zip(xs, ys)) < 1e-5
+    assert moments_difference(ma, mb) < MOMENTS_BOUND
     for prefix in ("val/", "retrieval/"):
         va, vb = metric_rows(ddp, prefix), metric_rows(fsdp, prefix)
         assert va and va.keys() == vb.keys(), prefix
@@ -144,7 +159,7 @@ def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[s
             "trainer.progress_bar=false", f"init_from={runs['ddp'] / 'checkpoints' / 'last.ckpt'}"]
     got = {name: last_checkpoint(finished([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, tmp_path / "cache"), f"the chained {name} run"))
            for name in ("ddp", "fsdp")}
-    assert max_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < 1e-3
+    assert max_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < WEIGHTS_BOUND
     ma, mb = (moments_by_place(got[k]["optimizer_states"][0]) for k in ("ddp", "fsdp"))
-    assert max(float((x[2] - y[2]).abs().max()) for x, y in zip(ma, mb)) < 1e-5
+    assert moments_difference(ma, mb) < MOMENTS_BOUND
     assert all(s["step"] == 34 for s in got["fsdp"]["optimizer_states"][0]["state"].values())
