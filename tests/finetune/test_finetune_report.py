@@ -19,11 +19,11 @@ def run(module: str, *args: str, env_runs: Path) -> subprocess.CompletedProcess:
 def test_seed_lr_sweep_and_its_report(trained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "langid"
     r = run("mmbert_pl.finetune", "-m", f"encoder={trained_run / 'hf'}", "task=langid", "langid.per_language=12",
-            "epochs=1", "progress_bar=false", "seed=1,2,3", "lr=1e-5,1e-3", f"out_dir={out}", env_runs=tmp_path)
+            "epochs=1", "progress_bar=false", "seed=1,2", "lr=1e-5,1e-3", f"out_dir={out}", env_runs=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "langid-sweep").rglob("results.json"))]
-    assert sorted((x["seed"], x["lr"]) for x in runs) == sorted((s, lr) for s in (1, 2, 3) for lr in (1e-5, 1e-3))
-    assert len({x["best_checkpoint"] for x in runs}) == 6 and not out.exists()      # one folder per job
+    assert sorted((x["seed"], x["lr"]) for x in runs) == sorted((s, lr) for s in (1, 2) for lr in (1e-5, 1e-3))
+    assert len({x["best_checkpoint"] for x in runs}) == 4 and not out.exists()      # one folder per job
 
     r = run("mmbert_pl.evaluate", "report", str(tmp_path / "langid-sweep"), "--out", str(tmp_path / "report"),
             env_runs=tmp_path)
@@ -35,7 +35,7 @@ def test_seed_lr_sweep_and_its_report(trained_run: Path, tmp_path: Path) -> None
     assert set(overall) == {"accuracy", "macro_f1"} and float(overall["accuracy"]["lr"]) == best_lr
     assert float(overall["accuracy"]["median"]) == round(median(x["accuracy"] for x in chosen), 4)
     assert float(overall["accuracy"]["baseline"]) == round(median(x["majority_baseline"] for x in chosen), 4)
-    assert overall["accuracy"]["seeds"] == "3"
+    assert overall["accuracy"]["seeds"] == "2"
     languages = {k for x in chosen for k in x["per_language"]}
     assert {row["language"] for row in rows} == languages | {"all"} and len(languages) > 30
     for lang in sorted(languages)[:5]:                   # a language without validation rows in a seed: the others'

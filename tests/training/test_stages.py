@@ -136,11 +136,17 @@ def test_init_from_another_model_shape_names_the_field(overrides: list[str], mes
     assert not (tmp_path / "runs").exists()                             # refused before the run folder is made
 
 
-def test_init_from_without_optimizer_state_asks_for_weights_only(trained_run: Path, tmp_path: Path) -> None:
+def test_init_from_a_hugging_face_folder_takes_its_weights_only(trained_run: Path, tmp_path: Path) -> None:
+    """An HF folder holds no optimizer state: asked for it, the run says so; with init_weights_only=true it trains
+    from the folder's weights (the README's "Start from a released model")."""
     env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'hf'}", "trainer.max_steps=1"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    cmd = [sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'hf'}", "trainer.max_steps=1",
+           "callbacks.retrieval.every=null", "trainer.progress_bar=false"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 2 and "holds no optimizer state" in result.stderr and "init_weights_only=true" in result.stderr
+    result = subprocess.run([*cmd, "init_weights_only=true"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"initialised weights from {trained_run / 'hf'}" in result.stdout, result.stdout[-2000:]
 
 
 def test_slurm_launcher_renders_one_task_per_gpu_the_warning_signal_and_requeue(tmp_path) -> None:
