@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from data_prep.shards import ShardSettings, build_shards
-from data_prep.tokenizer import train_tokenizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "mmbert_pl" / "sample" / "ntrex"
 
@@ -17,10 +16,9 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_model(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tok") / "sample.model"
-    train_tokenizer(SAMPLE, out, vocab_size=4096, sample_chars=1_500_000)
-    return out
+def tokenizer_model(prepared_sample: Path) -> Path:
+    """The sample's 4,096-piece tokenizer: the one a bare run trains (trained once, in `prepared_sample`)."""
+    return prepared_sample / "sample2-v4096" / "tokenizer.model"
 
 
 @pytest.fixture(scope="session")
@@ -31,14 +29,36 @@ def shard_dir(tmp_path_factory, tokenizer_model: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> Path:
+def prepared_sample(tmp_path_factory) -> Path:
+    """The data cache a bare `python -m mmbert_pl.run` prepares (the sample's tokenizer and its shards at the
+    default row length), built once per session; tests take a copy (`sample_cache`)."""
+    from mmbert_pl.sample.prepare import prepare_sample
+    from mmbert_pl.training.config_schema import SampleConf
+
+    cache, s = tmp_path_factory.mktemp("prepared-cache"), SampleConf()
+    prepare_sample(cache, s.vocab_size, s.row_length, s.val_fraction)
+    return cache
+
+
+@pytest.fixture
+def sample_cache(prepared_sample: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the prepared cache (a run may add shards of another row length to it)."""
+    import shutil
+
+    return Path(shutil.copytree(prepared_sample, tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, prepared_sample: Path) -> Path:
     """The README's main job, `python -m mmbert_pl.run` with no overrides (300 steps of `tiny`), run once:
     its run directory (checkpoints/last.ckpt, hf/ with the tokenizer) feeds the model-tool tests."""
     import os
+    import shutil
     import subprocess
     import sys
 
     base = tmp_path_factory.mktemp("trained")
+    shutil.copytree(prepared_sample, base / "cache")
     env = {**os.environ, "MMBERT_RUNS": str(base / "runs"), "MMBERT_CACHE": str(base / "cache")}
     result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", "trainer.progress_bar=false"],
                             capture_output=True, text=True, env=env, timeout=1200)

@@ -95,6 +95,7 @@ def test_every_label_is_built_with_validation_rows_and_every_split_opens(own_sha
         assert len(ds) == manifest["languages"][split.parent.name][split.name]["rows"] > 0
 
 
+@pytest.mark.slow
 def test_training_on_the_moved_folder_with_the_default_config(own_shards: tuple[Path, Path], tmp_path: Path) -> None:
     _, shards = own_shards
     env = run_env(tmp_path, tmp_path / "cache")

@@ -64,6 +64,7 @@ def test_upload_publishes_the_whole_folder(s3: dict, published: str) -> None:
     assert not any(n.startswith((".units", ".tmp-")) for n in names)
 
 
+@pytest.mark.slow
 def test_training_reads_the_bucket_into_a_node_local_cache(s3: dict, published: str, tmp_path: Path) -> None:
     cache = tmp_path / "node-local"
     env = {**run_env(tmp_path, tmp_path / "cache"), **s3}

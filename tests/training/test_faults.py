@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,8 +44,9 @@ def steps_logged(run_dir: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+def cache(tmp_path_factory, prepared_sample: Path) -> Path:
+    """The session's prepared sample, copied once for this module's runs."""
+    return Path(shutil.copytree(prepared_sample, tmp_path_factory.mktemp("module") / "cache"))
 
 
 def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_training_work(cache: Path, tmp_path: Path) -> None:

@@ -60,9 +60,10 @@ def metric_rows(run_dir: Path, prefix: str) -> dict[tuple[int, str], float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, prepared_sample: Path) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("fsdp")
-    return {name: finished([*ARGS, f"trainer=cpu_{name}"], run_env(tmp / name, tmp / "cache"), f"the {name} run")
+    cache = shutil.copytree(prepared_sample, tmp / "cache")
+    return {name: finished([*ARGS, f"trainer=cpu_{name}"], run_env(tmp / name, cache), f"the {name} run")
             for name in ("ddp", "fsdp")}
 
 
@@ -88,7 +89,7 @@ def test_fsdp_trains_what_ddp_trains(runs: dict[str, Path]) -> None:
     assert float((hf["model.embeddings.tok_embeddings.weight"] - b["state_dict"]["model.model.embeddings.tok_embeddings.weight"]).abs().max()) == 0
 
 
-def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[str, Path], tmp_path: Path, sample_cache: Path) -> None:
     """kill -9 of a consolidated FSDP run; its rerun writes sharded checkpoints (resuming from the consolidated file)
     and is killed too; the third launch resumes from a sharded folder. It ends bitwise where the uninterrupted run
     ends, its final last.ckpt one file; `python -m mmbert_pl.consolidate` turns a sharded step checkpoint into the
@@ -96,7 +97,7 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     from mmbert_pl.files.checkpointing import checkpoint_problem, newest_checkpoint
     from mmbert_pl.files.model_files import load_checkpoint
 
-    env, run_dir = run_env(tmp_path, tmp_path / "cache"), tmp_path / "runs" / "sample"
+    env, run_dir = run_env(tmp_path, sample_cache), tmp_path / "runs" / "sample"
     ckpts, sharded = run_dir / "checkpoints", [*ARGS, "trainer=cpu_fsdp", "trainer.checkpoint_format=sharded"]
 
     def killed_after(step: int, args: list[str], name: str) -> str:
@@ -153,11 +154,11 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     assert newest_checkpoint(ckpts) != ckpts / "step0000035.ckpt"
 
 
-def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[str, Path], tmp_path: Path, sample_cache: Path) -> None:
     """`init_from=` a DDP checkpoint, optimizer state included: the next stage under FSDP trains as under DDP."""
     args = ["data.global_batch_rows=16", "trainer.max_steps=4", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000",
             "trainer.progress_bar=false", f"init_from={runs['ddp'] / 'checkpoints' / 'last.ckpt'}"]
-    got = {name: last_checkpoint(finished([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, tmp_path / "cache"), f"the chained {name} run"))
+    got = {name: last_checkpoint(finished([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, sample_cache), f"the chained {name} run"))
            for name in ("ddp", "fsdp")}
     assert max_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < WEIGHTS_BOUND
     ma, mb = (moments_by_place(got[k]["optimizer_states"][0]) for k in ("ddp", "fsdp"))

@@ -110,6 +110,7 @@ class SyncErrors(L.Callback):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("backend,compile_optimizer", [("sdpa", False), ("flex", False), ("flex", True)]
                          + ([("varlen", False)] if torch_varlen_attn() else []))
+@pytest.mark.slow
 def test_lightning_steps_on_cuda_make_no_host_sync(backend: str, compile_optimizer: bool) -> None:
     """The compiled optimizer reads its per-step numbers from 0-d host tensors: that must not sync either."""
     cfg = named_config("tiny", attn_out_dropout=0.1)
@@ -125,6 +126,7 @@ def test_lightning_steps_on_cuda_make_no_host_sync(backend: str, compile_optimiz
     assert module.tokens == 12 * 8 * ROW and trainer.global_step == 6
 
 
+@pytest.mark.slow
 def test_values_reach_the_logger_on_its_batches_and_the_last(tmp_path) -> None:
     """Logged only where Lightning writes (every 4th batch here) and at the budget's stop (batch 10)."""
     import csv
@@ -168,14 +170,14 @@ def rank_pid(group: int, rank: int) -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Path) -> None:
+def test_two_processes_agree_on_a_signal_without_a_sync_every_step(tmp_path: Path, sample_cache: Path) -> None:
     """SIGTERM to rank 1 alone: both ranks save at the same step, one of the agreement steps (a multiple of
     trainer.preemption_agree_every, not the next step), at most 2 x 5 - 1 steps late; the rerun (batch-size warmup
     under DDP, 2 loader workers) ends exactly where the uninterrupted 2-process run ends."""
     from tests.processes import cli, finished, last_checkpoint, launch, run_env, wait_exit, wait_until
     from tests.sample_logs import logged
 
-    cache = tmp_path / "cache"
+    cache = sample_cache
     whole = finished(DDP_WARMUP, run_env(tmp_path / "whole", cache), "the uninterrupted run")
 
     env, run_dir = run_env(tmp_path / "cut", cache), tmp_path / "cut" / "runs" / "sample"

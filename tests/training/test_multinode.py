@@ -40,16 +40,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_on_one_machine_train_the_rows_of_one_process(tmp_path: Path) -> None:
+def test_two_nodes_on_one_machine_train_the_rows_of_one_process(tmp_path: Path, prepared_sample: Path) -> None:
     prefix = private_shm()
     if prefix is None:
         pytest.skip("needs `unshare -m` (a private /dev/shm per simulated node); this machine allows no mount namespace")
     for name, extra in (("one", []), ("ddp", ["trainer=cpu_ddp"])):
-        finished([*ARGS, *extra], run_env(tmp_path / name, tmp_path / "c"), f"the {name} run")
+        finished([*ARGS, *extra], run_env(tmp_path / name, prepared_sample), f"the {name} run")
 
     port, procs = free_port(), []
-    for node in (0, 1):
-        env = {**run_env(tmp_path / "nodes", tmp_path / f"cache{node}"), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+    for node in (0, 1):            # each node its own copy of the cache, as on its own local disk
+        cache = shutil.copytree(prepared_sample, tmp_path / f"cache{node}")
+        env = {**run_env(tmp_path / "nodes", cache), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "WORLD_SIZE": "2", "RANK": str(node), "GROUP_RANK": str(node), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
                "TORCHELASTIC_RUN_ID": "two-nodes"}
         command = " ".join([sys.executable, "-m", "mmbert_pl.run", *ARGS, *NODE])

@@ -13,14 +13,21 @@ import pytest
 from tests.processes import run
 
 STAGES = ["pretrain", "ext", "decay_eng", "decay_cont", "decay_all"]
+LEARNED = 7.8            # MLM loss every stage's model reaches (measured: MEASURED); untrained: 8.32 and more
+
+
+def weights(checkpoint: Path) -> dict:
+    import torch
+
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
 
 
 @pytest.mark.slow
-def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_path: Path) -> None:
+def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_path: Path, sample_cache: Path) -> None:
     from mmbert_pl.files.hf import export_problem
 
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "mmbert_pl.recipe", "budget_scale=1e-6"]
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
+    cmd = [sys.executable, "-m", "mmbert_pl.recipe", "budget_scale=2e-7"]    # pretrain 57 steps, ext 8, each decay 2
     first = run(cmd, "the miniature recipe", env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     folder = tmp_path / "runs" / "recipe"
@@ -28,7 +35,7 @@ def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_pa
     carried = {"ext": steps["pretrain"], **{d: steps["pretrain"] + steps["ext"] for d in STAGES[2:]}}
     for name, previous in zip(STAGES, [None, "pretrain", "ext", "ext", "ext"]):
         finished = json.loads((folder / name / "finished.json").read_text())
-        assert finished["budget"] == pytest.approx({"pretrain": 2.3e6, "ext": 6e5}.get(name, 1e5))
+        assert finished["budget"] == pytest.approx({"pretrain": 4.6e5, "ext": 1.2e5}.get(name, 2e4))
         if previous:           # the step counts go on across stages, as the moments do
             assert (f"initialised weights and optimizer state (Adam moments after {carried[name]} steps) from "
                     f"{folder / previous / 'checkpoints' / 'last.ckpt'}") in first.stdout
@@ -38,9 +45,12 @@ def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_pa
     report = (folder / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| model")]
     assert [row.split("|")[1].strip() for row in table] == [*STAGES, "merged"]
-    for row in table:
+    for row in table:      # an untrained tiny model scores ln(4096) = 8.32 or more
         loss, accuracy, retrieval = (float(v) for v in row.split("|")[-4:-1])
-        assert 0 < loss < 8.4 and 0 < accuracy < 1 and 0 <= retrieval <= 1       # below ln(4096): it learned
+        assert 0 < loss < LEARNED and 0 < accuracy < 1 and 0 <= retrieval <= 1, row
+    for name, previous in zip(STAGES[1:], ["pretrain", "ext", "ext", "ext"]):     # every stage moved its weights
+        before, after = (weights(folder / n / "checkpoints" / "last.ckpt") for n in (previous, name))
+        assert max(float((after[k] - before[k]).abs().max() / before[k].abs().max()) for k in before) > 1e-3, name
     assert "python -m mmbert_pl.merge ties --base" in report and report.count("python -m mmbert_pl.run +stage=") == 5
     assert (folder / "report.png").stat().st_size > 10_000
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")}

@@ -3,6 +3,7 @@ rerunning the same command end bitwise equal to an uninterrupted run and trained
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -30,8 +31,9 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+def cache(tmp_path_factory, prepared_sample: Path) -> Path:
+    """The session's prepared sample, copied once for this module's runs."""
+    return Path(shutil.copytree(prepared_sample, tmp_path_factory.mktemp("module") / "cache"))
 
 
 @pytest.fixture(scope="module")

@@ -93,8 +93,8 @@ def test_data_root_without_manifest_is_an_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no manifest.json" in result.stderr
 
 
-def test_plan_shows_the_cascade_without_training(tmp_path: Path) -> None:
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(tmp_path / "cache")}
+def test_plan_shows_the_cascade_without_training(tmp_path: Path, sample_cache: Path) -> None:
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
     result = subprocess.run([sys.executable, "-m", "mmbert_pl.plan", "+stage=sample_cascade"], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "runs" / "tiny-sample_cascade"
@@ -125,10 +125,10 @@ def test_plan_of_the_papers_run_over_its_token_counts_needs_no_shards(stage: str
 
 
 @pytest.mark.slow
-def test_batch_warmup_grows_the_global_batch_in_equal_steps(tmp_path: Path) -> None:
+def test_batch_warmup_grows_the_global_batch_in_equal_steps(tmp_path: Path, sample_cache: Path) -> None:
     result = run_cli("trainer.max_steps=12", "data.global_batch_rows=32", "data.micro_batch=8", "callbacks.batch_warmup.share=0.5",
                      "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "trainer.val_check_interval=1000",
-                     runs=tmp_path / "runs", cache=tmp_path / "cache")
+                     "callbacks.retrieval.every=null", runs=tmp_path / "runs", cache=sample_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     # Budget 12 x 32 rows x 512 tokens; the first half warms up through 8, 16, 24 rows, 4 steps each, then 6 steps of 32.
     assert "finished at step 18" in result.stdout
@@ -140,11 +140,11 @@ def test_batch_warmup_grows_the_global_batch_in_equal_steps(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_validation_over_forty_languages_draws_one_bar_a_few_times(tmp_path: Path) -> None:
+def test_validation_over_forty_languages_draws_one_bar_a_few_times(tmp_path: Path, sample_cache: Path) -> None:
     """Lightning's bar restarts and prints for each validation dataloader (one per language, over 80 lines here);
     ours is one bar over all of them, drawn about ten times."""
     result = run_cli("trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.limit_val_batches=1",
-                     "callbacks.retrieval.every=null", runs=tmp_path / "runs", cache=tmp_path / "cache")
+                     "callbacks.retrieval.every=null", runs=tmp_path / "runs", cache=sample_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if "Validation" in line]
     assert 0 < len(lines) <= 15 and not any("DataLoader" in line for line in lines), lines

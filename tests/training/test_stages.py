@@ -62,9 +62,9 @@ def test_unknown_stage_lists_the_valid_ones() -> None:
 
 
 @pytest.mark.slow
-def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
+def test_stage_chain_on_the_sample(tmp_path: Path, sample_cache: Path) -> None:
     """pretrain -> ext -> decay_all, tiny and shrunk by budget_scale, each started from the previous one."""
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
     common = ["model=tiny", "budget_scale=1e-8", "trainer.progress_bar=false", "trainer.limit_val_batches=1",
               "trainer.val_check_interval=1000", "data.micro_batch=1"]
     previous = None
@@ -85,7 +85,8 @@ def test_stage_chain_on_the_sample(tmp_path: Path) -> None:
     assert "fao_Latn" in result.stdout                                  # decay_all brings the low-resource languages
 
 
-def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_moments(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_moments(tmp_path: Path, sample_cache: Path) -> None:
     """Three real runs of the CLI: A (3 steps), then B from A's last.ckpt (the default: weights and optimizer state)
     and W from it with init_weights_only=true, each 1 step on the same rows. Both compute the same gradient g at their
     first step (same weights, rows and masks). StableAdamW folds bias correction into the betas (b_t = (β^t - β) /
@@ -93,7 +94,7 @@ def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_mom
     With zeroed moments m_B would equal m_W. B's step counts go on from A's; B's LR is its own stage's."""
     import torch
 
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
     quiet = ["trainer.progress_bar=false", "callbacks.retrieval.every=null", "trainer.limit_val_batches=1"]
 
     def run(*overrides: str) -> subprocess.CompletedProcess:
@@ -129,17 +130,17 @@ def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_mom
     (["model.name=base"], "model hidden_size is 64 there, 768 here; model intermediate_size is 96 there, 1152 here"),
 ])
 def test_init_from_another_model_shape_names_the_field(overrides: list[str], message: str, trained_run: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(trained_run.parents[1] / "cache")}
     result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'checkpoints' / 'last.ckpt'}",
                              "trainer.max_steps=1", *overrides], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "runs").exists()                             # refused before the run folder is made
 
 
-def test_init_from_a_hugging_face_folder_takes_its_weights_only(trained_run: Path, tmp_path: Path) -> None:
+def test_init_from_a_hugging_face_folder_takes_its_weights_only(trained_run: Path, tmp_path: Path, sample_cache: Path) -> None:
     """An HF folder holds no optimizer state: asked for it, the run says so; with init_weights_only=true it trains
     from the folder's weights (the README's "Start from a released model")."""
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
+    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
     cmd = [sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'hf'}", "trainer.max_steps=1",
            "callbacks.retrieval.every=null", "trainer.progress_bar=false"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -43,6 +43,7 @@ def test_language_sets_select_the_sample_languages(shard_dir: Path) -> None:
     assert "fao_Latn" in all_.labels and "fao_Latn" not in ext.labels and "cat_Latn" in ext.labels
 
 
+@pytest.mark.slow
 def test_lightning_fit_lowers_the_loss(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     dm = MixtureDataModule(str(shard_dir), "decay_all", 0.5, budget_tokens=40 * 4 * 1024, micro_batch=4, vocab_size=4096)
@@ -94,6 +95,7 @@ def test_truncated_or_missing_shards_are_named(shard_dir: Path, tmp_path: Path) 
         MixtureDataModule(str(broken), "decay_all", 0.5, 1e5, 4)
 
 
+@pytest.mark.slow
 def test_one_run_cascade_switches_languages_and_temperature_at_the_milestones(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
     """pretrain -> ext -> decay_all with τ 0.7 -> 0.5 -> 0.3 in one Lightning fit, a segment per epoch."""
     from callbacks.language_set import LanguageSetSchedule
@@ -141,6 +143,7 @@ def test_resuming_into_another_mixture_is_an_error(shard_dir: Path) -> None:
         b.load_state_dict(a.state_dict())
 
 
+@pytest.mark.slow
 def test_resume_mid_segment_serves_the_same_rows(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
     """Stopped in the middle of the second segment and resumed: the same mixture, the same next rows."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -175,6 +178,7 @@ def test_resume_mid_segment_serves_the_same_rows(shard_dir: Path, tokenizer_mode
     assert all(resumed[s] == whole[s] for s in range(18, 36))
 
 
+@pytest.mark.slow
 def test_validation_counts_optimizer_steps_and_never_splits_an_accumulation(shard_dir: Path, tokenizer_model: Path) -> None:
     """3 micro-batches per step after a batch warmup from 1: validation every 4 optimizer steps and at the end, each
     time right after a step's last micro-batch. Without ValidationCadence, Lightning's val_check_interval=4 counts
