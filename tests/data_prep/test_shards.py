@@ -66,10 +66,10 @@ def shard_files(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_its_units_and_writes_the_same_bytes(tmp_path: Path, tokenizer_model: Path, sample_dir: Path) -> None:
-    text = tmp_path / "text"              # the sample 40 times over, English 1000 times: cut into ~30 units
+    text = tmp_path / "text"              # the sample, English 100 times over (7.6 MB): ~30 units of 256 kB
     text.mkdir()
     for f in sample_dir.glob("*_*.txt"):
-        (text / f.name).write_text(f.read_text(encoding="utf-8") * (1000 if f.stem == "eng_Latn" else 40), encoding="utf-8")
+        (text / f.name).write_text(f.read_text(encoding="utf-8") * (100 if f.stem == "eng_Latn" else 1), encoding="utf-8")
     cmd = [sys.executable, "-m", "data_prep.shards", "--input", str(text), "--tokenizer", str(tokenizer_model), "--workers", "2",
            "--row-length", "256", "--val-fraction", "0.1", "--no-progress", "--shard-size", "64kb", "--unit-size", "256kb"]
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import LIMIT, finished, last_checkpoint, run_env, wait_exit
+from tests.processes import LIMIT, last_checkpoint, run_env, wait_exit
 from tests.sample_logs import rows_by_step
+from tests.training.reference_runs import DDP_ARGS
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["data.global_batch_rows=16", "trainer.max_steps=8", "callbacks.sample_log=true", "callbacks.retrieval.every=null",
-        "trainer.val_check_interval=1000", "trainer.progress_bar=false", "trainer.accelerator=cpu"]
 NODE = ["trainer.devices=1", "trainer.num_nodes=2", "trainer.strategy=ddp"]
 
 
@@ -40,36 +39,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_on_one_machine_train_the_rows_of_one_process(tmp_path: Path, prepared_sample: Path) -> None:
+def test_two_nodes_on_one_machine_train_the_rows_of_one_process(ddp_reference: dict[str, Path], tmp_path: Path,
+                                                               prepared_sample: Path) -> None:
     prefix = private_shm()
     if prefix is None:
         pytest.skip("needs `unshare -m` (a private /dev/shm per simulated node); this machine allows no mount namespace")
-    for name, extra in (("one", []), ("ddp", ["trainer=cpu_ddp"])):
-        finished([*ARGS, *extra], run_env(tmp_path / name, prepared_sample), f"the {name} run")
-
     port, procs = free_port(), []
     for node in (0, 1):            # each node its own copy of the cache, as on its own local disk
         cache = shutil.copytree(prepared_sample, tmp_path / f"cache{node}")
         env = {**run_env(tmp_path / "nodes", cache), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "WORLD_SIZE": "2", "RANK": str(node), "GROUP_RANK": str(node), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
                "TORCHELASTIC_RUN_ID": "two-nodes"}
-        command = " ".join([sys.executable, "-m", "mmbert_pl.run", *ARGS, *NODE])
+        command = " ".join([sys.executable, "-m", "mmbert_pl.run", *DDP_ARGS, *NODE])
         procs.append(subprocess.Popen([*prefix, "sh", "-c", f"mount -t tmpfs tmpfs /dev/shm && exec {command}"], env=env,
                                       stdout=open(tmp_path / f"node{node}.txt", "w"), stderr=subprocess.STDOUT))
     for node, proc in enumerate(procs):
         code = wait_exit(proc, f"node {node}", LIMIT)
         assert code == 0, (tmp_path / f"node{node}.txt").read_text()[-3000:]
 
-    single, nodes = tmp_path / "one" / "runs" / "sample", tmp_path / "nodes" / "runs" / "sample"
+    single, nodes = ddp_reference["one"], tmp_path / "nodes" / "runs" / "sample"
     r0, r1 = (rows_by_step(nodes / "samples" / f"rank{k}.tsv") for k in (0, 1))
     want = rows_by_step(single / "samples" / "rank0.tsv")
-    assert sorted(r0) == sorted(r1) == sorted(want) == list(range(8))
+    assert sorted(r0) == sorted(r1) == sorted(want) == list(range(12))
     for step in want:
         assert not r0[step] & r1[step] and r0[step] | r1[step] == want[step]
-    ddp = tmp_path / "ddp" / "runs" / "sample"
+    ddp = ddp_reference["two"]
     for rank in (0, 1):
         assert (nodes / "samples" / f"rank{rank}.tsv").read_text() == (ddp / "samples" / f"rank{rank}.tsv").read_text()
     a, b = (last_checkpoint(d)["state_dict"] for d in (ddp, nodes))
-    assert a["tokens_seen"] == b["tokens_seen"] == 8 * 16 * 512
-    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-5
+    assert a["tokens_seen"] == b["tokens_seen"] == 12 * 16 * 512
+    # relative to each tensor: one optimizer step more or less moves a tensor by about 1e-2 of its largest entry
+    assert max(float((a[k].float() - b[k].float()).abs().max() / a[k].float().abs().max().clamp(min=1e-30)) for k in a) < 1e-4
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "node1.txt").read_text()

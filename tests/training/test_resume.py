@@ -14,6 +14,7 @@ import torch
 
 from tests.processes import cli, finished, last_checkpoint, launch, run_env, wait_exit, wait_until
 from tests.sample_logs import logged, rows_by_step
+from tests.training.reference_runs import DDP_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -108,16 +109,9 @@ def test_sigusr1_and_sigterm_save_the_current_step_and_resume_exactly(uninterrup
     finish_and_compare(uninterrupted, run_dir, env)
 
 
-DDP = ["data.global_batch_rows=16", "trainer.max_steps=12", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=2",
-       "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
-
-
-def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(cache: Path, tmp_path: Path) -> None:
-    def run(name: str, *extra: str) -> Path:
-        return finished([*DDP, *extra], run_env(tmp_path / name, cache), f"the {name} run")
-
-    one = run("one")                                   # 1 process, 2 micro-batches per step
-    two = run("two", "trainer=cpu_ddp")                # 2 processes (gloo), 1 micro-batch each per step
+def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(ddp_reference: dict[str, Path], cache: Path,
+                                                                       tmp_path: Path) -> None:
+    one, two = ddp_reference["one"], ddp_reference["two"]     # 1 process, 2 micro-batches a step; 2 processes, 1 each
     r0, r1 = rows_by_step(two / "samples" / "rank0.tsv"), rows_by_step(two / "samples" / "rank1.tsv")
     single = rows_by_step(one / "samples" / "rank0.tsv")
     assert sorted(r0) == sorted(single) == list(range(12))
@@ -127,11 +121,11 @@ def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(cache: P
     assert weights(one)["tokens_seen"] == weights(two)["tokens_seen"] == 12 * 16 * 512
 
     env, killed = run_env(tmp_path / "killed", cache), tmp_path / "killed" / "runs" / "sample"
-    proc = launch([*DDP, "trainer=cpu_ddp"], env, tmp_path / "ddp-log.txt")
+    proc = launch([*DDP_ARGS, "trainer=cpu_ddp"], env, tmp_path / "ddp-log.txt")
     wait_for_step(proc, killed / "samples", 7, tmp_path / "ddp-log.txt")
     os.killpg(proc.pid, signal.SIGKILL)
     wait_exit(proc, "the killed DDP run")
-    resumed = cli([*DDP, "trainer=cpu_ddp"], env, "the resumed DDP run")
+    resumed = cli([*DDP_ARGS, "trainer=cpu_ddp"], env, "the resumed DDP run")
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     for rank in (0, 1):
         assert (killed / "samples" / f"rank{rank}.tsv").read_text() == (two / "samples" / f"rank{rank}.tsv").read_text()
