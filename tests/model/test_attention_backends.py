@@ -25,7 +25,7 @@ def split(qkv: torch.Tensor) -> list[torch.Tensor]:
     return [t.contiguous() for t in qkv.unbind(1)]
 
 
-NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+NO_CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def backends() -> list:
@@ -38,8 +38,8 @@ def backends() -> list:
     return [pytest.param("sdpa", "cpu", torch.float32, 1e-5, id="sdpa-cpu-fp32"),
             pytest.param("sdpa", "cuda", torch.bfloat16, 1.5e-2, id="sdpa-cuda-bf16", marks=NO_CUDA),
             pytest.param("flex", "cuda", torch.bfloat16, 1.5e-2, id="flex-cuda-bf16", marks=NO_CUDA),
-            pytest.param("flash", "cuda", torch.bfloat16, 1.5e-2, id="flash-cuda-bf16", marks=[NO_CUDA, no_flash]),
-            pytest.param("varlen", "cuda", torch.bfloat16, 1.5e-2, id="varlen-cuda-bf16", marks=no_varlen)]
+            pytest.param("flash", "cuda", torch.bfloat16, 1.5e-2, id="flash-cuda-bf16", marks=[*NO_CUDA, no_flash]),
+            pytest.param("varlen", "cuda", torch.bfloat16, 1.5e-2, id="varlen-cuda-bf16", marks=[pytest.mark.gpu, no_varlen])]
 
 
 @pytest.mark.parametrize("name,device,dtype,tol", backends())

@@ -50,7 +50,8 @@ def test_loss_and_every_gradient_equal_the_unfused_path(batch, chunk_rows: int) 
     assert model.train()(ids, cu, 200, labels=labels).predictions is None  # training skips that pass
 
 
-@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])
 def test_bf16_autocast_matches_the_unfused_path_to_bf16_rounding(device: str) -> None:
     gen = torch.Generator().manual_seed(1)
     hidden = torch.randn(300, 64, generator=gen).to(device).requires_grad_()

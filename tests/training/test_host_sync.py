@@ -107,6 +107,7 @@ class SyncErrors(L.Callback):
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("backend,compile_optimizer", [("sdpa", False), ("flex", False), ("flex", True)]
                          + ([("varlen", False)] if torch_varlen_attn() else []))
