@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .mds_rows import HASH
 from .write_errors import write_atomically
 
 MANIFEST = "manifest.json"
@@ -59,6 +60,7 @@ def new_manifest(row_length: int, tokenizer: dict, command: list[str], settings:
         "command": command,
         "settings": settings,
         "columns": {"input_ids": f"ndarray:uint32:{row_length}", "cu_seqlens": "ndarray:int32"},
+        "shard_hash": HASH,                            # every shard file's hash is in its index.json
         "languages": {},
         "empty": {},                                   # labels with no training rows, and why
     }

@@ -7,7 +7,8 @@ the rows, and importing streaming imports torch, which makes every data_prep pro
 `MDSWriter`'s for the same rows, and another reads our shards with `StreamingDataset` alone.
 Format (MDS v2): shard = sample count, offsets, the config JSON, samples; sample = length of the
 variable column, cu_seqlens (shape header + int32), input_ids (fixed uint32 row); folder = shards
-plus index.json listing them.
+plus index.json listing them, each file with its xxh64 (streaming's `hashes`), so that a shard damaged in a
+copy, a sync or a download is caught where streaming checks (`validate_hash`) and by `data_prep.verify`.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import xxhash
 import zstd
 
 from .packing import Row
 
 _SHAPE_DTYPE = {"uint8": 0, "uint16": 1}          # MDS ndarray shape-header dtype codes (streaming's NDArray table)
 _SIZE_UNITS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
+HASH = "xxh64"          # fast (GB/s), and one streaming knows
 
 
 def parse_size(size: int | str) -> int:
@@ -90,7 +93,7 @@ class RowWriter:
         self.config = {
             "column_encodings": [columns[n] for n in names], "column_names": names,
             "column_sizes": [None, 4 * row_length],        # cu_seqlens varies; input_ids is a fixed uint32 row
-            "compression": self.compression, "format": "mds", "hashes": [], "size_limit": self.size_limit, "version": 2,
+            "compression": self.compression, "format": "mds", "hashes": [HASH], "size_limit": self.size_limit, "version": 2,
         }
         self._config_bytes = json.dumps(self.config, sort_keys=True).encode()
         self._prefixes: dict[int, bytes] = {}
@@ -126,12 +129,12 @@ class RowWriter:
         offsets += head
         raw = b"".join((np.uint32(n).tobytes(), offsets.tobytes(), self._config_bytes, *self._samples))
         raw_name = f"shard.{len(self.shards):05}.mds"
-        entry = {"samples": n, "raw_data": {"basename": raw_name, "bytes": len(raw), "hashes": {}}, "zip_data": None}
+        entry = {"samples": n, "raw_data": file_info(raw_name, raw), "zip_data": None}
         data, name = raw, raw_name
         if self.compression:
             data, extension = _compress(self.compression, raw)
             name = f"{raw_name}.{extension}"
-            entry["zip_data"] = {"basename": name, "bytes": len(data), "hashes": {}}
+            entry["zip_data"] = file_info(name, data)
         (self.out / name).write_bytes(data)
         self.shards.append({**entry, **self.config})
         self._samples = []
@@ -141,6 +144,11 @@ class RowWriter:
         if self._samples:
             self._flush()
         write_index(self.out, self.shards)
+
+
+def file_info(name: str, data: bytes) -> dict:
+    """A shard file's entry in index.json: its name, size and hash."""
+    return {"basename": name, "bytes": len(data), "hashes": {HASH: xxhash.xxh64(data).hexdigest()}}
 
 
 def write_index(folder: Path, shards: list[dict]) -> None:

@@ -140,7 +140,9 @@ class MixtureDataModule(L.LightningDataModule):
         from streaming import Stream
 
         remote = f"{self.remote}/{label}" if self.remote else None
-        return Stream(remote=remote, local=str(self.root / label), split=split, **mix)
+        # Shards data_prep hashed are checked where streaming reads a file first: on download and on decompressing
+        # a local one (folders from before hashes were written have none to check).
+        return Stream(remote=remote, local=str(self.root / label), split=split, validate_hash=self.manifest.get("shard_hash"), **mix)
 
     def _segment(self, start: int, end: int, languages, temperature: float) -> Segment:
         labels = self._resolve_labels(languages)
