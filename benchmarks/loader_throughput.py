@@ -5,7 +5,9 @@ Builds (or reuses) the bundled 40-language sample's shards, then:
     temperature mixture, packed rows, collate) with 0 and `--workers` worker processes, timing
     the batches after the first (the first batch's wait is reported apart);
 (2) trains the given model with a real Lightning Trainer on batches from that loader
-    (train_throughput.py's timing).
+    (train_throughput.py's timing);
+(3) what checking shard hashes costs: the same cold first pass (every shard decompressed on first read, where
+    streaming checks its xxh64) over two fresh copies of the shards, one whose manifest asks for no check.
 Prints token slots per second of each and the ratio loader / model (the target: >= 10x for `tiny`).
 
     python benchmarks/loader_throughput.py [--model tiny] [--batches 200] [--workers 2]
@@ -13,9 +15,13 @@ Prints token slots per second of each and the ratio loader / model (the target: 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 
 from mmbert_pl.data.datamodule import MixtureDataModule
@@ -38,6 +44,19 @@ def loader_rate(root: str, workers: int, batches: int, micro_batch: int, row_len
     for _, batch in zip(range(batches), it):
         slots += batch["input_ids"].numel()
     return slots / (time.perf_counter() - t1), first, len(dm.segments[0].labels)
+
+
+def cold_pass_seconds(root: str, checked: bool, batches: int, micro_batch: int, row_length: int) -> float:
+    """Seconds for a first pass over a fresh copy of the shards (no decompressed files yet), hashes checked or not."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(shutil.copytree(root, Path(tmp) / "shards", ignore=shutil.ignore_patterns("*.mds")))
+        if not checked:
+            manifest = json.loads((copy / "manifest.json").read_text())
+            manifest.pop("shard_hash")
+            (copy / "manifest.json").write_text(json.dumps(manifest))
+        t0 = time.perf_counter()
+        loader_rate(str(copy), 0, batches, micro_batch, row_length)
+        return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -73,6 +92,11 @@ def main() -> None:
     for name, rate, first in rows:
         print(f"{name:55} {rate:10,.0f} {first:13.2f} {rate / model_rate:7.1f}x")
     print(f"{'model ' + args.model + ' training step (' + args.accelerator + ')':55} {model_rate:10,.0f} {'':13} {1:7.1f}x")
+
+    plain, checked = (min(cold_pass_seconds(root, c, args.batches, args.micro_batch, args.row_length) for _ in range(3))
+                      for c in (False, True))
+    print(f"\ncold first pass, {args.batches} batches (best of 3): {plain:.2f} s unchecked, {checked:.2f} s with xxh64 "
+          f"checked: {checked / plain:.3f}x")
 
 
 if __name__ == "__main__":
