@@ -177,7 +177,3 @@ def main(argv: list[str] | None = None) -> None:
         args.out = args.folder
     with exit_on_bad_input():
         {"retrieval": retrieval, "mlm": mlm, "report": report}[args.task](args)
-
-
-if __name__ == "__main__":
-    main()

@@ -352,7 +352,3 @@ def main(cfg: DictConfig) -> None:
         cfg.out_dir = HydraConfig.get().runtime.output_dir
     with exit_on_bad_input():
         finetune(cfg)
-
-
-if __name__ == "__main__":
-    main()
