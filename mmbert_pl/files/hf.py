@@ -221,17 +221,24 @@ def check_hf_tokenizer(hf_dir: Path, spm_model: str | Path) -> None:
             f"the model files there are complete; tokenizer.model is the SentencePiece model to load directly")
 
 
-def _load_safetensors_dir(path: Path) -> dict[str, torch.Tensor]:
-    single = path / "model.safetensors"
-    if single.exists():
-        return load_file(str(single))
-    index = path / "model.safetensors.index.json"
-    if not index.exists():
-        raise FileNotFoundError(f"{path} has neither model.safetensors nor model.safetensors.index.json")
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def load_weights_dir(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of an HF folder as releases ship them: safetensors or PyTorch `.bin` (read with
+    `weights_only=True`: no code from a downloaded file runs), whole or sharded under an index."""
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            break
+    else:
+        raise ValueError(f"{path} holds no weights: none of {', '.join(WEIGHT_FILES)}; give the whole model folder")
+    files = [name] if not name.endswith(".index.json") else sorted(set(json.loads((path / name).read_text())["weight_map"].values()))
     state: dict[str, torch.Tensor] = {}
-    for name in files:
-        state.update(load_file(str(path / name)))
+    for file in files:
+        if not (path / file).is_file():
+            raise ValueError(f"{path / file} is missing: {name} lists it; copy the whole model folder")
+        state.update(load_file(str(path / file)) if file.endswith(".safetensors")
+                     else torch.load(path / file, map_location="cpu", weights_only=True))
     return state
 
 
@@ -240,9 +247,9 @@ def import_hf(path: str | Path, attn_backend: str = "auto", **overrides) -> MMBe
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.exists():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory: config.json is missing")
+        raise ValueError(f"{path} is not a Hugging Face model folder: config.json is missing")
     cfg = encoder_config_from_hf(json.loads(config_file.read_text())).with_(**overrides)
-    state = _load_safetensors_dir(path)
+    state = load_weights_dir(path)
     state.pop(TIED, None)
     model = MMBertForMaskedLM(cfg, attn_backend=attn_backend)
     expected = set(model.state_dict()) - {TIED}

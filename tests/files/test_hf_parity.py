@@ -1,4 +1,5 @@
 """Same weights, same MLM logits in our encoder and in transformers' ModernBertForMaskedLM."""
+import json
 import shutil
 from pathlib import Path
 
@@ -74,11 +75,46 @@ def test_config_of_transformers_5_imports_like_transformers_4() -> None:
 
 
 def test_import_rejects_a_non_modernbert_directory(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ValueError, match="config.json is missing"):
         import_hf(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="modernbert"):
         import_hf(tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin", "sharded safetensors", "sharded bin"])
+def test_weights_load_as_releases_ship_them(tmp_path: Path, layout: str) -> None:
+    """mmBERT's release ships `pytorch_model.bin`; large models shard under an index. Every layout gives the same
+    model; a folder without weights, or an index naming a missing shard, is one line naming the files."""
+    from safetensors.torch import load_file, save_file
+
+    ours = MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa")
+    randomise_every_parameter(ours, seed=3)
+    export_hf(ours, tmp_path / "hf")
+    folder = tmp_path / "hf"
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    keys = sorted(state)
+    parts = {"safetensors": [keys], "bin": [keys]}.get(layout, [keys[: len(keys) // 2], keys[len(keys) // 2:]])
+    suffix = "safetensors" if "safetensors" in layout else "bin"
+    names = ["model.safetensors" if suffix == "safetensors" else "pytorch_model.bin"] if len(parts) == 1 else \
+        [f"{'model' if suffix == 'safetensors' else 'pytorch_model'}-0000{i + 1}-of-00002.{suffix}" for i in range(2)]
+    for name, part in zip(names, parts):
+        tensors = {k: state[k].contiguous() for k in part}
+        save_file(tensors, str(folder / name), metadata={"format": "pt"}) if suffix == "safetensors" else torch.save(tensors, folder / name)
+    if len(parts) == 2:
+        index = "model.safetensors.index.json" if suffix == "safetensors" else "pytorch_model.bin.index.json"
+        (folder / index).write_text(json.dumps({"weight_map": {k: n for n, part in zip(names, parts) for k in part}}))
+    got = import_hf(folder, attn_backend="sdpa").state_dict()
+    assert all(torch.equal(got[k], v) for k, v in ours.state_dict().items())
+    if len(parts) == 2:
+        (folder / names[1]).unlink()
+        with pytest.raises(ValueError, match=f"{names[1]} is missing"):
+            import_hf(folder)
+    for name in [*names, "model.safetensors.index.json", "pytorch_model.bin.index.json"]:
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="holds no weights: none of model.safetensors, .*pytorch_model.bin"):
+        import_hf(folder)
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])   # data_prep's default, and Gemma 2's
