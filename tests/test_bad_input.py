@@ -125,9 +125,10 @@ def test_folder_in_use(tmp_path: Path, runs: dict, shard_dir: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_disk_full_training(small_disk: Path, runs: dict, shard_dir: Path) -> None:
-    """Checkpoints of `tiny` are 5 MB: steps 20 and last.ckpt fit on 14 MB, the save at step 40 does not."""
-    args = [*RUN, f"runs_dir={small_disk}", f"data.root={shard_dir}", "trainer.max_steps=60", "callbacks.checkpoint_every_n_steps=20",
+    """Checkpoints of `tiny` are 5 MB: steps 4 and last.ckpt fit on 14 MB, the save at step 8 does not."""
+    args = [*RUN, f"runs_dir={small_disk}", f"data.root={shard_dir}", "trainer.max_steps=12", "callbacks.checkpoint_every_n_steps=4",
             "callbacks.keep_last_checkpoints=3", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000"]
     full = cli(args, runs)
     assert full.returncode == 2, full.stderr[-3000:]
@@ -135,12 +136,12 @@ def test_disk_full_training(small_disk: Path, runs: dict, shard_dir: Path) -> No
     assert full.stderr.count("error:") == 1 and "Traceback" not in full.stderr
     ckpts = small_disk / "sample" / "checkpoints"
     assert not list(ckpts.glob("*.tmp")), "a temporary checkpoint was left on the full disk"
-    for name in ("step0000020.ckpt", "last.ckpt"):
-        assert torch.load(ckpts / name, map_location="cpu", weights_only=False)["global_step"] == 20
+    for name in ("step0000004.ckpt", "last.ckpt"):
+        assert torch.load(ckpts / name, map_location="cpu", weights_only=False)["global_step"] == 4
     remount(small_disk, "size=64m")
     again = cli(args, runs)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming from" in again.stdout and "finished at step 60" in again.stdout
+    assert "resuming from" in again.stdout and "finished at step 12" in again.stdout
 
 
 def test_read_only_runs_dir(small_disk: Path, runs: dict, shard_dir: Path) -> None:

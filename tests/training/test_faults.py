@@ -124,7 +124,9 @@ def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_owner(cache: P
     second = run_cli(longer, env)
     assert second.returncode == 2
     assert f"run folder {run_dir} is in use by PID {first.pid} on host" in second.stderr, second.stderr[-2000:]
-    assert wait_exit(first, "the first run") == 0
+    os.killpg(first.pid, signal.SIGTERM)                    # the first run, unharmed, saves where it is and stops
+    assert wait_exit(first, "the first run") == 3, log.read_text()[-3000:]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert not list((run_dir / "checkpoints").glob("*-v*.ckpt")), "two runs wrote checkpoints side by side"
     # The lock dies with its owner: after a SIGKILL the same command takes the folder over and resumes.
     killed_dir, killed_log = tmp_path / "k" / "runs" / "sample", tmp_path / "killed.txt"
