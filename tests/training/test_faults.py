@@ -93,7 +93,8 @@ def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_traini
     assert time.perf_counter() - start > 10, "the end-of-training evaluation of this test is too fast to prove anything"
 
 
-SHORT = ["trainer.max_steps=40", "callbacks.checkpoint_every_n_steps=20", "callbacks.sample_log=true", *QUIET]
+SHORT = ["trainer.max_steps=20", "callbacks.checkpoint_every_n_steps=10", "callbacks.sample_log=true",
+         "callbacks.retrieval.every=null", *QUIET]
 
 
 def test_a_corrupt_newest_checkpoint_at_the_end_is_rewritten_before_the_run_says_finished(cache: Path, tmp_path: Path) -> None:
@@ -104,12 +105,12 @@ def test_a_corrupt_newest_checkpoint_at_the_end_is_rewritten_before_the_run_says
     again = run_cli(SHORT, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "names results that no longer load" in again.stdout
-    assert f"{last} was unreadable" in again.stdout and "rewrote it from the final state (step 40" in again.stdout
-    assert "finished at step 40" in again.stdout
+    assert f"{last} was unreadable" in again.stdout and "rewrote it from the final state (step 20" in again.stdout
+    assert "finished at step 20" in again.stdout
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 40
-    step40 = torch.load(run_dir / "checkpoints" / "step0000040.ckpt", map_location="cpu", weights_only=False)
-    assert all(torch.equal(ckpt["state_dict"][k], step40["state_dict"][k]) for k in step40["state_dict"])
+    assert ckpt["global_step"] == 20
+    step20 = torch.load(run_dir / "checkpoints" / "step0000020.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.equal(ckpt["state_dict"][k], step20["state_dict"][k]) for k in step20["state_dict"])
     # The result it names is usable as the next stage's start.
     chained = run_cli(["experiment=next", f"init_from={last}", "trainer.max_steps=2", *QUIET,
                        "callbacks.retrieval.every=null"], env)
@@ -132,7 +133,7 @@ def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_owner(cache: P
     killed_dir, killed_log = tmp_path / "k" / "runs" / "sample", tmp_path / "killed.txt"
     killed_env = run_env(tmp_path / "k", cache)
     proc = launch(SHORT, killed_env, killed_log)
-    wait_until("step 25", lambda: steps_logged(killed_dir) >= 25, proc, killed_log)
+    wait_until("step 15", lambda: steps_logged(killed_dir) >= 15, proc, killed_log)
     os.killpg(proc.pid, signal.SIGKILL)
     wait_exit(proc, "the killed run")
     resumed = run_cli(SHORT, killed_env)

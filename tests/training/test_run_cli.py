@@ -24,7 +24,7 @@ def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) ->
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     runs, cache = tmp_path / "runs", tmp_path / "cache"
-    short = ("trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.progress_bar=false",
+    short = ("trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.progress_bar=false", "callbacks.retrieval.every=null",
              "mask_ratio=null", "callbacks.mask.points=[[0,0.3],[1,0.1]]", "callbacks.checkpoint_every_n_steps=20")
     first = run_cli(*short, runs=runs, cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
