@@ -38,7 +38,7 @@ python3 benchmarks/backend_agreement.py --device cuda --dtype bfloat16 --backend
 # Every test marked `gpu` (skipped on CPU machines, so CI never runs them): here they run, and the line below
 # says how many passed; a skip other than flash-attn's absence or this torch's lack of varlen attention fails.
 echo "GPU-only tests (pytest -m gpu):" | tee -a "$out/agreement.txt"
-python3 -m pytest -q -rs -m gpu --noconftest -p no:cacheprovider -o addopts="" tests/model/test_attention_backends.py \
+python3 -m pytest -q -rs -m gpu --noconftest -p no:cacheprovider tests/model/test_attention_backends.py \
     tests/model/test_mlm_loss.py tests/model/test_flex_block_mask.py tests/training/test_host_sync.py 2>&1 | tail -15 \
     | tee -a "$out/agreement.txt" | tee "$out/gpu_tests.txt" || status=1
 grep -q " passed" "$out/gpu_tests.txt" || status=1

@@ -63,6 +63,20 @@ class Recipe:
         if code:
             raise SystemExit(f"recipe stopped: {what} exited with {code} (rerun the same command to resume)")
 
+    def evaluate_here(self, what: str, args: list[str]) -> None:
+        """`python -m mmbert_pl.evaluate ARGS`, run in this process: a process of its own would spend most of its
+        time importing what this one has (12 of them for the miniature recipe). Shown and recorded as that command."""
+        from mmbert_pl.evaluate.cli import main
+
+        shown = " ".join(shlex.quote(c) for c in ["python", "-m", "mmbert_pl.evaluate", *args])
+        self.commands.append(shown)
+        print(f"\n== {what}: {shown}", flush=True)
+        try:
+            main(args)
+        except SystemExit as e:
+            if e.code:
+                raise SystemExit(f"recipe stopped: {what} exited with {e.code} (rerun the same command to resume)") from None
+
     def stage_dir(self, name: str) -> Path:
         return self.folder / name
 
@@ -100,12 +114,11 @@ class Recipe:
         for name, model in models.items():
             out = self.folder / "eval" / name
             if not (out / "mlm.csv").is_file():
-                self.run(f"MLM of {name}", [sys.executable, "-m", "mmbert_pl.evaluate", "mlm", "--model", model, "--data", data,
-                                            "--out", str(out), "--mask-ratio", str(e.mask_ratio), "--max-rows", str(e.max_rows)])
+                self.evaluate_here(f"MLM of {name}", ["mlm", "--model", model, "--data", data, "--out", str(out),
+                                                      "--mask-ratio", str(e.mask_ratio), "--max-rows", str(e.max_rows)])
             if not (out / "retrieval.csv").is_file():
-                self.run(f"retrieval of {name}", [sys.executable, "-m", "mmbert_pl.evaluate", "retrieval", "--model", model,
-                                                  "--corpus", corpus, "--held-out-of", data, "--out", str(out),
-                                                  "--max-tokens", str(e.max_tokens)])
+                self.evaluate_here(f"retrieval of {name}", ["retrieval", "--model", model, "--corpus", corpus, "--held-out-of",
+                                                            data, "--out", str(out), "--max-tokens", str(e.max_tokens)])
             scores[name] = {**macro(out / "mlm.csv", {"loss": "mlm_loss", "accuracy": "mlm_accuracy"}),
                             **macro(out / "retrieval.csv", {"mean": "retrieval_acc@1"})}
         return scores

@@ -1,7 +1,6 @@
 """Shared fixtures: one tokenizer and one shard folder built from the bundled sample per session."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -67,24 +66,8 @@ def trained_run(tmp_path_factory, prepared_sample: Path) -> Path:
     return base / "runs" / "sample"
 
 
-SHARED_RUNS = ("trained_run", "ddp_reference")     # session runs several modules read: trained once, on one worker
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that needs the trained default run is slow (the run takes a minute or more), marked or not. Under
-    xdist a module's tests stay on one worker (module fixtures are built once), and so do all readers of a shared run."""
+    """Every test that needs the trained default run is slow (the run takes a minute or more), marked or not."""
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        if "trained_run" in names:
+        if "trained_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(next((f for f in SHARED_RUNS if f in names), item.nodeid.split("::")[0])))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """With several workers on few cores, each test's processes take one thread: two workers' training steps do not
-    fight over the same two cores (every run and its reference run in a test use the same setting)."""
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        import torch
-
-        os.environ["OMP_NUM_THREADS"] = "1"
-        torch.set_num_threads(1)

@@ -69,3 +69,20 @@ def wait_exit(proc: subprocess.Popen, what: str, limit: float = LIMIT) -> int:
         return proc.wait(timeout=limit)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{what}: the process was still running after {limit:.0f} s") from None
+
+
+def remove_streaming_memory_of(folder: Path) -> None:
+    """Remove the shared memory a SIGKILLed run's StreamingDatasets left in /dev/shm (a cluster job's private /dev/shm
+    goes with the job): only the prefixes whose registered local folders lie under `folder`, never another live run's
+    (streaming's own `clean_stale_shared_memory` removes every prefix, which kills runs of the other test worker)."""
+    shm = Path("/dev/shm")
+    for locals_file in shm.glob("*_locals"):
+        prefix = locals_file.name.split("_")[0]
+        try:
+            registered = locals_file.read_bytes()
+        except OSError:
+            continue
+        if str(folder).encode() in registered:
+            for part in shm.glob(f"{prefix}_*"):
+                part.unlink(missing_ok=True)
+

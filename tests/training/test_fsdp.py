@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.processes import cli, finished, last_checkpoint, launch, run_env, wait_exit, wait_until
+from tests.processes import cli, finished, last_checkpoint, launch, remove_streaming_memory_of, run_env, wait_exit, wait_until
 from tests.sample_logs import logged
 
 pytestmark = pytest.mark.slow
@@ -106,11 +106,7 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
         wait_until(f"step {step} in the sample log", lambda: any(int(r[0]) >= step for r in logged(run_dir / "samples")), proc, log)
         os.killpg(proc.pid, signal.SIGKILL)
         wait_exit(proc, f"the killed {name} run")
-        # A SIGKILLed run leaves streaming's shared memory in /dev/shm (a cluster job's private /dev/shm goes with
-        # the job); the suite removes it rather than leave it on the machine.
-        from streaming.base.util import clean_stale_shared_memory
-
-        clean_stale_shared_memory()
+        remove_streaming_memory_of(sample_cache)       # a SIGKILLed run leaves it in /dev/shm
         return log.read_text()
 
     killed_after(17, [*ARGS, "trainer=cpu_fsdp"], "consolidated")
