@@ -23,21 +23,13 @@ def damaged_shard(message: str) -> str | None:
             f"shards were built, or rebuild them; `python -m data_prep.verify {path.parents[2]}` checks every file")
 
 
-def last_line(message: str) -> str:
-    """A loader worker's error arrives as "Caught ValueError in DataLoader worker ... Original Traceback ...": its
-    own message is the last line."""
-    if message.startswith("Caught ") and "Original Traceback" in message:
-        return message.strip().splitlines()[-1].partition(": ")[2] or message
-    return message
-
-
 @contextmanager
 def exit_on_bad_input(output: str | Path | None = None) -> Iterator[None]:
     """`output`: the folder a write problem is blamed on when the error does not name a file."""
     try:
         yield
     except ValueError as e:
-        print(f"error: {damaged_shard(str(e)) or last_line(str(e))}", file=sys.stderr)
+        print(f"error: {damaged_shard(str(e)) or e}", file=sys.stderr)
         sys.exit(2)
     except Exception as e:
         problem = damaged_shard(str(e)) or write_problem(e, output)

@@ -91,7 +91,7 @@ def mlm(args: argparse.Namespace) -> None:
                          f"{manifest['tokenizer']['vocab_size']}; evaluate on shards of its own tokenizer")
     pool = torch.tensor(ordinary_ids(tokenizer))
     ordinary, mask_id = ordinary_lookup(pool, model.cfg.vocab_size), manifest["tokenizer"]["mask"]
-    rows, target_counts = [], []
+    rows, targets_by_language = [], []
     # One dataset over every language's val split: a StreamingDataset each would run out of file descriptors.
     ds = StreamingDataset(streams=[Stream(local=str(Path(args.data) / k), split="val") for k in labels], shuffle=False,
                           batch_size=args.batch)
@@ -99,7 +99,7 @@ def mlm(args: argparse.Namespace) -> None:
         for i, (label, first, size) in enumerate(zip(labels, ds.sample_offset_per_stream, ds.samples_per_stream)):
             n, first = min(int(size), args.max_rows), int(first)
             loss = correct = count = 0.0
-            targets = torch.zeros(model.cfg.vocab_size, dtype=torch.float64)
+            targets = []
             for start in range(0, n, args.batch):
                 batch = collate_rows([ds[first + j] for j in range(start, min(start + args.batch, n))])
                 x = step_inputs(batch, args.mask_ratio, mask_id, pool, mask_seed(0, 0, i, start), torch.device(args.device), ordinary)
@@ -108,10 +108,10 @@ def mlm(args: argparse.Namespace) -> None:
                     loss += float(out.loss) * out.num_labels
                     correct += float((out.predictions == x.targets).sum())
                     count += out.num_labels
-                    targets += torch.bincount(x.targets.cpu(), minlength=model.cfg.vocab_size).double()
+                    targets.append(x.targets.cpu())
             rows.append([label, int(count), loss / max(count, 1), correct / max(count, 1)])
-            target_counts.append(targets)
-    for row, (loss, accuracy) in zip(rows, unigram_baseline(target_counts)):
+            targets_by_language.append(torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long))
+    for row, (loss, accuracy) in zip(rows, unigram_baseline(targets_by_language, model.cfg.vocab_size)):
         row += [loss, accuracy]
     columns = ["language", "labels", "loss", "accuracy", "unigram_loss", "unigram_accuracy"]
     macro = ["macro", sum(r[1] for r in rows), *(sum(r[c] for r in rows) / len(rows) for c in range(2, 6))]
@@ -126,14 +126,18 @@ def mlm(args: argparse.Namespace) -> None:
           f"model at best: loss {macro[4]:.4f}, accuracy {macro[5]:.4f}); wrote {out / 'mlm.csv'}")
 
 
-def unigram_baseline(target_counts: list[torch.Tensor]) -> list[tuple[float, float]]:
+def unigram_baseline(targets_by_language: list[torch.Tensor], vocab_size: int) -> list[tuple[float, float]]:
     """Per language, the loss and accuracy of the best context-blind model in hindsight: one unigram distribution
     fitted to every language's masked targets together, and its most frequent token. A model that learned only
-    token frequencies cannot beat it on these positions; one that reads the context (attention, RoPE) must."""
-    pooled = torch.stack(target_counts).sum(0)
+    token frequencies cannot beat it on these positions; one that reads the context (attention, RoPE) must.
+    One vocabulary-sized count for all languages (1833 of them over 256k pieces would not fit one each)."""
+    pooled = torch.zeros(vocab_size, dtype=torch.float64)
+    for targets in targets_by_language:
+        pooled.index_add_(0, targets, torch.ones(len(targets), dtype=torch.float64))
     log_p = torch.log(pooled.clamp(min=1) / pooled.sum())
     top = int(pooled.argmax())
-    return [(float(-(c * log_p).sum() / c.sum().clamp(min=1)), float(c[top] / c.sum().clamp(min=1))) for c in target_counts]
+    n = [max(len(t), 1) for t in targets_by_language]
+    return [(float(-log_p[t].sum() / k), float((t == top).sum() / k)) for t, k in zip(targets_by_language, n)]
 
 
 def report(args: argparse.Namespace) -> None:

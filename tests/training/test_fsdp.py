@@ -15,6 +15,7 @@ import torch
 
 from tests.processes import cli, finished, last_checkpoint, launch, remove_streaming_memory_of, run_env, wait_exit, wait_until
 from tests.sample_logs import logged
+from tests.weights import max_relative_difference, relative
 
 pytestmark = pytest.mark.slow
 
@@ -24,18 +25,6 @@ ARGS = ["data.global_batch_rows=16", "trainer.max_steps=30", "callbacks.sample_l
 
 
 WEIGHTS_BOUND, MOMENTS_BOUND = 1e-4, 1e-3   # relative; one optimizer step more or less moves a tensor by 1e-2 and more
-
-
-def relative(x: torch.Tensor, y: torch.Tensor) -> float:
-    """max |x - y| over max |x|: reduction-order noise is ~1e-6 of a tensor, one Adam step (lr 8e-4 on weights
-    of ~0.05, a β step on the moments) is ~1e-2 of it."""
-    x, y = x.float(), y.float()
-    return float((x - y).abs().max() / x.abs().max().clamp(min=1e-30))
-
-
-def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert set(a) == set(b)
-    return max(relative(a[k], b[k]) for k in a)
 
 
 def moments_difference(ma: list, mb: list) -> float:
@@ -74,7 +63,7 @@ def test_fsdp_trains_what_ddp_trains(runs: dict[str, Path]) -> None:
     a, b = last_checkpoint(ddp), last_checkpoint(fsdp)
     assert a["global_step"] == b["global_step"] == 30 and a["loops"] == b["loops"]
     assert all(not hasattr(v, "device_mesh") for v in b["state_dict"].values())     # consolidated, plain tensors
-    assert max_difference(a["state_dict"], b["state_dict"]) < WEIGHTS_BOUND
+    assert max_relative_difference(a["state_dict"], b["state_dict"]) < WEIGHTS_BOUND
     # weight-decay groups of the original parameters, and StableAdamW's clip over whole tensors: the moments agree
     ma, mb = moments_by_place(a["optimizer_states"][0]), moments_by_place(b["optimizer_states"][0])
     assert [m[0] for m in ma] == [m[0] for m in mb] and {m[0] for m in mb} == {8e-5, 0.0}
@@ -118,7 +107,7 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert f"resuming from {resume_from}" in resumed.stdout
     want, got = last_checkpoint(runs["fsdp"]), last_checkpoint(run_dir)      # last.ckpt: one file, read as such
-    assert max_difference(want["state_dict"], got["state_dict"]) == 0
+    assert max_relative_difference(want["state_dict"], got["state_dict"]) == 0
     assert param_groups(got["optimizer_states"][0]) == param_groups(want["optimizer_states"][0])
     assert moments_by_place(got["optimizer_states"][0]) and all(
         torch.equal(x, y) for a, b in zip(moments_by_place(got["optimizer_states"][0]), moments_by_place(want["optimizer_states"][0]))
@@ -134,7 +123,7 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     consolidated, reference = (torch.load(p, map_location="cpu", weights_only=False)
                                for p in (tmp_path / "step30.ckpt", runs["fsdp"] / "checkpoints" / "step0000030.ckpt"))
     assert consolidated.keys() == reference.keys() and consolidated["global_step"] == reference["global_step"] == 30
-    assert max_difference(consolidated["state_dict"], reference["state_dict"]) == 0
+    assert max_relative_difference(consolidated["state_dict"], reference["state_dict"]) == 0
     ours, theirs = consolidated["optimizer_states"][0], reference["optimizer_states"][0]
     assert param_groups(ours) == param_groups(theirs) and ours["state"].keys() == theirs["state"].keys()
     assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(theirs["state"][i][k])) for i, s in ours["state"].items() for k, v in s.items())
@@ -156,7 +145,7 @@ def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[s
             "trainer.progress_bar=false", f"init_from={runs['ddp'] / 'checkpoints' / 'last.ckpt'}"]
     got = {name: last_checkpoint(finished([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, sample_cache), f"the chained {name} run"))
            for name in ("ddp", "fsdp")}
-    assert max_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < WEIGHTS_BOUND
+    assert max_relative_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < WEIGHTS_BOUND
     ma, mb = (moments_by_place(got[k]["optimizer_states"][0]) for k in ("ddp", "fsdp"))
     assert moments_difference(ma, mb) < MOMENTS_BOUND
     assert all(s["step"] == 34 for s in got["fsdp"]["optimizer_states"][0]["state"].values())

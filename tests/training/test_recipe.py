@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import run
+from tests.weights import max_relative_difference
 
 STAGES = ["pretrain", "ext", "decay_eng", "decay_cont", "decay_all"]
 LEARNED = 7.5            # MLM loss every model stays under (measured 2026-12-06: 6.72 to 6.86); untrained: 8.32 and more
@@ -50,7 +51,7 @@ def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_pa
         assert 0 < loss < LEARNED and 0 < accuracy < 1 and 0 <= retrieval <= 1, row
     for name, previous in zip(STAGES[1:], ["pretrain", "ext", "ext", "ext"]):     # every stage moved its weights
         before, after = (weights(folder / n / "checkpoints" / "last.ckpt") for n in (previous, name))
-        assert max(float((after[k] - before[k]).abs().max() / before[k].abs().max()) for k in before) > 1e-3, name
+        assert max_relative_difference(before, after) > 1e-3, name
     assert "python -m mmbert_pl.merge ties --base" in report and report.count("python -m mmbert_pl.run +stage=") == 5
     assert (folder / "report.png").stat().st_size > 10_000
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")}
