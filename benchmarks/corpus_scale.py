@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from data_prep.tokenizer import train_tokenizer
+    from data_prep.tokenizer_training import train_tokenizer
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)

@@ -60,7 +60,8 @@ def main() -> None:
                          "disk, whose metadata speed varies a lot (cloud disks throttle after a burst), stays out of a CPU comparison")
     ap.add_argument("--repeat", type=int, default=3, help="time each run this many times, interleaved; the best counts")
     args = ap.parse_args()
-    from data_prep.tokenizer import check_tokenizer, train_tokenizer
+    from data_prep.tokenizer import check_tokenizer
+    from data_prep.tokenizer_training import train_tokenizer
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

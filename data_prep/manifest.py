@@ -12,7 +12,6 @@ from .mds_rows import HASH
 from .write_errors import write_atomically
 
 MANIFEST = "manifest.json"
-TOKENIZER_FILE = "tokenizer.model"      # inside the shard folder; the manifest names it relative to the folder
 FORMAT_VERSION = 1
 
 
@@ -75,7 +74,7 @@ def shard_tokenizer(root: str | Path, manifest: dict) -> Path:
     path = named if named.is_absolute() else Path(root) / named
     if not path.exists():
         raise ValueError(f"the tokenizer of {root} ({path}) is missing; copy the whole shard folder (it holds "
-                         f"{TOKENIZER_FILE}) or rebuild it with data_prep.shards")
+                         f"{named.name}) or rebuild it with data_prep.shards")
     if file_sha256(path) != manifest["tokenizer"]["sha256"]:
         raise ValueError(f"the tokenizer {path} is not the one {root} was made with (sha256 differs); restore it or rebuild the shards")
     return path

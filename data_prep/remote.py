@@ -117,16 +117,19 @@ def upload_folder(local: str | Path, url: str) -> int:
 def fetch_shard_folder(url: str, root: Path) -> None:
     """What a node needs before its streams start: the manifest (always fresh), the tokenizer (unless the cached
     copy has the manifest's sha256) and, for a `--parallel` build, each language's held-out lines."""
-    from .manifest import MANIFEST, TOKENIZER_FILE, read_manifest
+    from .manifest import MANIFEST, read_manifest
     from .tokenizer import file_sha256
 
     url = url.rstrip("/")
     fetch(f"{url}/{MANIFEST}", root / MANIFEST)
     manifest = read_manifest(root)
-    tokenizer = root / TOKENIZER_FILE
+    name = manifest["tokenizer"]["path"]
+    tokenizer = root / name
     if not tokenizer.exists() or file_sha256(tokenizer) != manifest["tokenizer"]["sha256"]:
         tokenizer.unlink(missing_ok=True)
-        fetch(f"{url}/{TOKENIZER_FILE}", tokenizer)
+        fetch(f"{url}/{name}", tokenizer)
+    for companion in manifest["tokenizer"].get("companions", []):
+        fetch(f"{url}/{companion}", root / companion)
     if manifest["settings"].get("parallel"):
         for label in manifest["languages"]:
             if not (root / label / "heldout.jsonl").exists():

@@ -1,11 +1,12 @@
 """Per-language text -> tokenized, packed MDS shards plus a manifest.
 
-    python -m data_prep.shards --input DIR --tokenizer FILE.model --out DIR --row-length N [--workers N]
+    python -m data_prep.shards --input DIR --tokenizer TOKENIZER --out DIR --row-length N [--workers N]
 
 Each label becomes `OUT/<label>/{train,val}/` (MDS: `input_ids` ndarray:uint32:<row length>, padding id 0;
 `cu_seqlens` ndarray:int32 piece boundaries within the row); a split with no rows has no folder, and the
-manifest says why (`val_note`). Held-out documents: `holdout.py`. The tokenizer is copied to
-`OUT/tokenizer.model`, so the folder is self-contained: copy or sync it anywhere.
+manifest says why (`val_note`). Held-out documents: `holdout.py`. TOKENIZER is a SentencePiece
+`.model`, a `tokenizer.json` or a released model's folder; it is copied into OUT (`tokenizer.model` or
+`tokenizer.json` with the files that declare its roles), so the folder is self-contained: copy or sync it anywhere.
 
 Work is cut into units below the language (`units.py`), taken largest first by worker processes. A unit
 is written to a `.tmp-` folder and renamed when complete; a language cut into several is assembled (its
@@ -26,12 +27,12 @@ from pathlib import Path
 
 from .build_report import Progress, summary_table
 from .holdout import language_holdout
-from .manifest import TOKENIZER_FILE, new_manifest, read_manifest, write_manifest
+from .manifest import new_manifest, read_manifest, write_manifest
 from .mds_rows import parse_size
 from .readers import discover
 from .remote import check_upload, upload_folder
 from .shard_settings import ShardSettings
-from .tokenizer import TokenizerInfo, check_tokenizer, file_sha256
+from .tokenizer import TokenizerInfo, check_tokenizer, file_sha256, load_tokenizer
 from .unit_writing import UNITS, assemble_language, finished_units, process_unit
 from .units import Unit, plan_units
 from .workers import run_in_workers
@@ -48,13 +49,18 @@ def check_writable(out: Path) -> None:
         raise ValueError(f"output folder {out} is not writable ({e.strerror}); choose another --out") from None
 
 
-def place_tokenizer(tok: TokenizerInfo, out: Path) -> TokenizerInfo:
-    """The tokenizer travels inside the shard folder (`tokenizer.model`, checked by sha256 wherever it is read),
-    so a copy or bucket sync of the folder is all a node needs."""
-    inside = out / TOKENIZER_FILE
+def place_tokenizer(tok: TokenizerInfo, out: Path) -> tuple[TokenizerInfo, list[str]]:
+    """The tokenizer travels inside the shard folder (`tokenizer.model` or `tokenizer.json`, with the files beside a
+    tokenizer.json that declare its roles; checked by sha256 wherever it is read), so a copy or bucket sync of the
+    folder is all a node needs. Returns the placed tokenizer and its companion files' names."""
+    loaded = load_tokenizer(tok.path)
+    inside = out / loaded.file_name
     if not inside.exists() or file_sha256(inside) != tok.sha256:
         write_atomically(inside, Path(tok.path).read_bytes())
-    return replace(tok, path=str(inside.resolve()))
+    for companion in loaded.companion_files():
+        if companion.resolve() != (out / companion.name).resolve():
+            write_atomically(out / companion.name, companion.read_bytes())
+    return replace(tok, path=str(inside.resolve())), [c.name for c in loaded.companion_files()]
 
 
 def check_resumable(manifest: dict, out: Path, settings: ShardSettings, tok: TokenizerInfo) -> None:
@@ -83,11 +89,11 @@ def build_shards(input_dir: str | Path, tokenizer: str | Path, out: str | Path, 
     check_writable(out)
     manifest = read_manifest(out)
     if manifest is None:
-        manifest = new_manifest(settings.row_length, {**tok.to_dict(), "path": TOKENIZER_FILE}, command or [], asdict(settings))
+        manifest = new_manifest(settings.row_length, tok.to_dict(), command or [], asdict(settings))
     else:
         check_resumable(manifest, out, settings, tok)
-    tok = place_tokenizer(tok, out)
-    manifest["tokenizer"]["path"] = TOKENIZER_FILE
+    tok, companions = place_tokenizer(tok, out)
+    manifest["tokenizer"].update(path=Path(tok.path).name, companions=companions)
     manifest.setdefault("empty", {})
     done = set(manifest["languages"]) | set(manifest["empty"])
     if done & set(sources):
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m data_prep.shards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", required=True, help="folder of <label>.txt/.jsonl[.gz|.zst], <label>.parquet or FineWeb2 <label>/train/*.parquet")
-    ap.add_argument("--tokenizer", required=True, help="SentencePiece model (ours or Gemma 2's tokenizer.model)")
+    ap.add_argument("--tokenizer", required=True, help="a SentencePiece .model (ours, Gemma 2's), a tokenizer.json, or a released model's folder")
     ap.add_argument("--out", required=True, help="output folder (one MDS folder per language + manifest.json)")
     ap.add_argument("--row-length", type=int, required=True, help="tokens per packed row: 1024 pretrain, 8192 ext/decay")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (each takes one unit at a time)")

@@ -119,7 +119,9 @@ def process_unit(unit: Unit, src: LanguageSource, out_root: Path, tok: Tokenizer
 
 
 def _write_unit(unit: Unit, tmp: Path, tok: TokenizerInfo, s: ShardSettings, holdout: Holdout, progress) -> dict:
-    sp = load_tokenizer(tok.path)
+    # One thread per worker: data_prep's parallelism is its workers (tokenizers' own pool would oversubscribe them)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tokenizer = load_tokenizer(tok.path)
     tmp.mkdir(parents=True)
     train, val = _Split(tmp / "train", s), _Split(tmp / "val", s)
     held_out_text = open(tmp / HELD_OUT, "w", encoding="utf-8") if s.parallel else None
@@ -128,9 +130,7 @@ def _write_unit(unit: Unit, tmp: Path, tok: TokenizerInfo, s: ShardSettings, hol
     report = _ThrottledReport(progress, unit.label)
 
     def flush() -> None:
-        # One thread per worker (parallelism is ours); the tokenizer adds BOS/EOS (check_tokenizer read them from it)
-        # and returns arrays, which skips building a Python int per token.
-        encoded = sp.encode([t for _, t in batch], add_bos=True, add_eos=True, num_threads=1, return_type="numpy")
+        encoded = tokenizer.encode_framed([t for _, t in batch])
         for (index, text), framed in zip(batch, encoded):
             if holdout.is_val(unit.file, index, unit.source.held_out):
                 val.add(framed)

@@ -281,7 +281,7 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     model = unsharded_copy(module.model) if is_sharded(module.model) else module.model    # a collective under FSDP
     if trainer.global_rank != 0:
         return 0
-    hf_dir = export_hf(model, run_dir / "hf", tokenizer_model=tok_path)
+    hf_dir = export_hf(model, run_dir / "hf", tokenizer=tok_path)
     if problem := problem or export_problem(hf_dir):
         raise RuntimeError(f"the results of {run_dir} do not read back ({problem}); finished.json is not written")
     finished = {"step": trainer.global_step, "budget": budget, "checkpoint": str(last), "hf_export": str(hf_dir),

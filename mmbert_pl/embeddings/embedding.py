@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep.tokenizer import GEMMA_IDS, load_tokenizer
+from data_prep.tokenizer import load_tokenizer
 
 from mmbert_pl.model import MMBertForMaskedLM
 from mmbert_pl.model.documents import cu_seqlens_from_lengths
@@ -19,8 +19,8 @@ from mmbert_pl.model.documents import cu_seqlens_from_lengths
 def tokenize(tokenizer_path: str | Path, texts: list[str], max_tokens: int) -> list[list[int]]:
     if max_tokens < 3:
         raise ValueError(f"max_tokens={max_tokens}: need room for [bos], one token and [eos]")
-    sp = load_tokenizer(tokenizer_path)
-    return [[GEMMA_IDS["bos"], *ids[: max_tokens - 2], GEMMA_IDS["eos"]] for ids in sp.encode(texts)]
+    tokenizer = load_tokenizer(tokenizer_path)
+    return [tokenizer.frame(ids[: max_tokens - 2]) for ids in tokenizer.encode(texts)]
 
 
 def batches_by_tokens(docs: list[list[int]], batch_tokens: int) -> list[list[int]]:

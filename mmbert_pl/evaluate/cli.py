@@ -35,7 +35,7 @@ def retrieval(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {args.model} does not exist; give one of our .ckpt files or a Hugging Face directory")
     tokenizer = Path(args.tokenizer) if args.tokenizer else find_tokenizer([args.model])
     if tokenizer is None:
-        raise ValueError(f"no tokenizer.model beside {args.model}; pass --tokenizer PATH")
+        raise ValueError(f"no tokenizer.model or tokenizer.json beside {args.model}; pass --tokenizer PATH")
     languages = args.languages.split(",") if args.languages else None
     if languages and args.pivot not in languages:
         languages.append(args.pivot)

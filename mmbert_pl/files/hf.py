@@ -13,20 +13,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_prep.tokenizer import Specials, load_tokenizer
 from data_prep.write_errors import writing
 
+from mmbert_pl.files.hf_tokenizer import save_hf_tokenizer
 from mmbert_pl.model import EncoderConfig, MMBertForMaskedLM
 
-SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "cls_token_id": 1, "sep_token_id": 1, "mask_token_id": 4}
 TIED = "decoder.weight"
-SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>", "mask_token": "<mask>"}
-TOKENIZER_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast", **SPECIAL_TOKENS, "add_bos_token": True, "add_eos_token": True,
-                    "clean_up_tokenization_spaces": False, "spaces_between_special_tokens": False}
-TOKENIZER_PROBE = "Welsh AMs worried about  'looking like muppets' — Ελληνικά 12345 ፊደል\n\ttabs  and  spaces "
 
 
-def hf_config_dict(cfg: EncoderConfig) -> dict:
-    """The fields of `transformers.ModernBertConfig` that describe our encoder."""
+def hf_config_dict(cfg: EncoderConfig, specials: Specials | None = None) -> dict:
+    """The fields of `transformers.ModernBertConfig` that describe our encoder, with the special ids of its
+    tokenizer (the document's first id is its cls, the last its sep)."""
     return {
         "architectures": ["ModernBertForMaskedLM"],
         "model_type": "modernbert",
@@ -56,8 +54,9 @@ def hf_config_dict(cfg: EncoderConfig) -> dict:
         "embedding_dropout": 0.0,
         "tie_word_embeddings": True,
         "torch_dtype": "float32",
-        **SPECIAL_IDS,
         "pad_token_id": cfg.pad_id,
+        **({} if specials is None else {"bos_token_id": specials.bos, "eos_token_id": specials.eos, "cls_token_id": specials.bos,
+                                        "sep_token_id": specials.eos, "mask_token_id": specials.mask}),
     }
 
 
@@ -109,17 +108,21 @@ def encoder_config_from_hf(hf: dict) -> EncoderConfig:
     return cfg
 
 
-def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer_model: str | Path | None = None) -> Path:
+def tokenizer_specials(tokenizer: str | Path | None) -> Specials | None:
+    return None if tokenizer is None else load_tokenizer(tokenizer).specials
+
+
+def export_hf(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer: str | Path | None = None) -> Path:
     """Write config.json + model.safetensors (+ tokenizer files) that transformers loads as ModernBertForMaskedLM;
     with the tokenizer, also the files that load it in sentence-transformers as our mean-pooled embedding."""
     from mmbert_pl.files.sentence_transformers_files import sentence_transformers_files
 
     state = {k: v for k, v in model.state_dict().items() if k != TIED}
-    extra = sentence_transformers_files(model.cfg.hidden_size) if tokenizer_model is not None else {}
-    return write_hf_dir(state, hf_config_dict(model.cfg), out_dir, tokenizer_model, extra)
+    extra = sentence_transformers_files(model.cfg.hidden_size) if tokenizer is not None else {}
+    return write_hf_dir(state, hf_config_dict(model.cfg, tokenizer_specials(tokenizer)), out_dir, tokenizer, extra)
 
 
-def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Path, tokenizer_model: str | Path | None,
+def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Path, tokenizer: str | Path | None,
                  extra_files: dict[str, str] | None = None) -> Path:
     """A transformers directory of these weights and config (+ tokenizer files, + `extra_files` {relative path: text}).
 
@@ -135,9 +138,9 @@ def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Pa
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         with writing(out / "config.json"):
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if tokenizer_model is not None:
+        if tokenizer is not None:
             with writing(out):
-                save_hf_tokenizer(tokenizer_model, tmp)
+                save_hf_tokenizer(tokenizer, tmp)
         for name, text in (extra_files or {}).items():
             with writing(out / name):
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -153,17 +156,17 @@ def write_hf_dir(state: dict[str, torch.Tensor], config: dict, out_dir: str | Pa
     return out
 
 
-def export_task_hf(module, architecture: str, labels: list[str], out_dir: str | Path, tokenizer_model: str | Path,
+def export_task_hf(module, architecture: str, labels: list[str], out_dir: str | Path, tokenizer: str | Path,
                    pooling: str = "mean") -> Path:
     """A fine-tuned classifier (ours: `encoder`, `head`, `classifier`) as transformers' `architecture`
     (ModernBertForSequenceClassification or ModernBertForTokenClassification), with id2label."""
     state = {f"model.{k}": v for k, v in module.encoder.state_dict().items()}
     state.update({f"head.{k}": v for k, v in module.head.state_dict().items()})
     state.update({f"classifier.{k}": v for k, v in module.classifier.state_dict().items()})
-    config = {**hf_config_dict(module.encoder.cfg), "architectures": [architecture], "classifier_bias": True,
+    config = {**hf_config_dict(module.encoder.cfg, tokenizer_specials(tokenizer)), "architectures": [architecture], "classifier_bias": True,
               "classifier_pooling": pooling, "classifier_dropout": float(module.hparams.dropout),
               "id2label": {str(i): k for i, k in enumerate(labels)}, "label2id": {k: i for i, k in enumerate(labels)}}
-    return write_hf_dir(state, config, out_dir, tokenizer_model)
+    return write_hf_dir(state, config, out_dir, tokenizer)
 
 
 def export_problem(hf_dir: str | Path) -> str | None:
@@ -178,47 +181,6 @@ def export_problem(hf_dir: str | Path) -> str | None:
     except Exception as e:     # any failure to read back means: do not call this export done
         return f"{type(e).__name__}: {e}"
     return None
-
-
-def save_hf_tokenizer(spm_model: str | Path, out_dir: Path) -> None:
-    """Tokenizer files over our SentencePiece model (Gemma 2's special pieces), beside an exported config.json.
-
-    We write the files ourselves instead of saving a transformers tokenizer class: transformers 5's
-    `GemmaTokenizer(vocab_file=...)` ignores the file and saves an empty vocabulary (every token <unk>).
-    tokenizer.json is transformers' own conversion of tokenizer.model: Gemma's converter in transformers 4,
-    the generic one that transformers 5 uses beside a ModernBERT config.json (its `GemmaTokenizer` would force
-    BPE on a unigram model). The final tokenizer_config names the plain fast tokenizer, so every version loads
-    tokenizer.json as it is; the files are checked against SentencePiece before the export counts as done."""
-    from transformers import AutoTokenizer
-
-    shutil.copyfile(spm_model, out_dir / "tokenizer.model")
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
-    (out_dir / "tokenizer.json").unlink(missing_ok=True)      # a stale one would be loaded instead of the conversion
-    config = out_dir / "tokenizer_config.json"
-    config.write_text(json.dumps({**TOKENIZER_CONFIG, "tokenizer_class": "GemmaTokenizer"}, indent=2) + "\n")
-    AutoTokenizer.from_pretrained(str(out_dir)).backend_tokenizer.save(str(out_dir / "tokenizer.json"))
-    config.write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
-    check_hf_tokenizer(out_dir, spm_model)
-
-
-def check_hf_tokenizer(hf_dir: Path, spm_model: str | Path) -> None:
-    """Raise unless transformers' tokenizer from `hf_dir` encodes a multi-script probe exactly as SentencePiece
-    does, framed <bos> ... <eos> as data_prep frames documents, and decodes it back."""
-    import sentencepiece as spm
-    import transformers
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(hf_dir))
-    expected = [SPECIAL_IDS["bos_token_id"], *spm.SentencePieceProcessor(model_file=str(spm_model)).encode(TOKENIZER_PROBE),
-                SPECIAL_IDS["eos_token_id"]]
-    got = tok(TOKENIZER_PROBE)["input_ids"]
-    keys = ("pad_token_id", "eos_token_id", "bos_token_id", "mask_token_id")
-    ids, want = tuple(getattr(tok, k) for k in keys), tuple(SPECIAL_IDS[k] for k in keys)
-    if got != expected or ids != want or tok.decode(got, skip_special_tokens=True) != TOKENIZER_PROBE:
-        raise ValueError(
-            f"the Hugging Face tokenizer written to {hf_dir} does not reproduce {spm_model} under transformers "
-            f"{transformers.__version__} (probe ids {got[:8]}... vs {expected[:8]}..., special ids {ids} vs {want}); "
-            f"the model files there are complete; tokenizer.model is the SentencePiece model to load directly")
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

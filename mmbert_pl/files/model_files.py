@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
+from data_prep.tokenizer import FILE_NAMES
+
 from mmbert_pl.files.checkpointing import is_sharded_checkpoint
 from mmbert_pl.files.hf import export_hf, import_hf
 from mmbert_pl.model import EncoderConfig, MMBertForMaskedLM
 
-TOKENIZER_FILE = "tokenizer.model"
 
 
 def read_state(path: str | Path) -> tuple[EncoderConfig | None, dict[str, torch.Tensor], int | None]:
@@ -63,12 +64,13 @@ def read_model(path: str | Path, attn_backend: str = "sdpa") -> MMBertForMaskedL
 
 
 def find_tokenizer(paths: list[str | Path]) -> Path | None:
-    """The SentencePiece model that came with the first input that has one: an HF export holds it,
-    a run directory holds it in its `hf/` export."""
+    """The tokenizer that came with the first input that has one: an HF folder (ours or a release) holds it,
+    a run directory holds it in its `hf/` export; its tokenizer.model first (what our runs trained with)."""
     for p in map(Path, paths):
-        for candidate in (p / TOKENIZER_FILE, p.parent / "hf" / TOKENIZER_FILE, p.parent.parent / "hf" / TOKENIZER_FILE):
-            if candidate.is_file():
-                return candidate
+        for folder in (p, p.parent / "hf", p.parent.parent / "hf"):
+            for name in FILE_NAMES:
+                if (folder / name).is_file():
+                    return folder / name
     return None
 
 
@@ -92,4 +94,4 @@ def write_model(model: MMBertForMaskedLM, out_dir: str | Path, tokenizer: str | 
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "hyper_parameters": {"model": model.cfg.to_dict()}, "mmbert_pl": meta}, tmp)
     tmp.replace(ckpt)
-    return ckpt, export_hf(model, out / "hf", tokenizer_model=tokenizer)
+    return ckpt, export_hf(model, out / "hf", tokenizer=tokenizer)

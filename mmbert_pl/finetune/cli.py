@@ -83,7 +83,7 @@ class SentenceTask:
 @dataclass
 class FinetuneConf:
     encoder: Optional[str] = None        # our .ckpt or a Hugging Face directory
-    tokenizer: Optional[str] = None      # default: the tokenizer.model beside the model
+    tokenizer: Optional[str] = None      # default: the tokenizer.model or tokenizer.json beside the model
     head: str = "sequence"               # sequence | token | span
     name: Optional[str] = None           # the task's row in `evaluate report`; default: the built-in task or the validation file's name
     task: str = "files"                  # files: data.train / data.validation; built in: langid (sequence), codeswitch (token), sentence (span)
@@ -181,7 +181,7 @@ def finetune(cfg: DictConfig) -> dict:
         raise ValueError(f"encoder={cfg.encoder} does not exist")
     tokenizer = Path(cfg.tokenizer) if cfg.tokenizer else find_tokenizer([cfg.encoder])
     if tokenizer is None:
-        raise ValueError(f"no tokenizer.model beside {cfg.encoder}; pass tokenizer=PATH")
+        raise ValueError(f"no tokenizer.model or tokenizer.json beside {cfg.encoder}; pass tokenizer=PATH")
     return {"sequence": finetune_sequences, "token": finetune_tokens, "span": finetune_spans}[cfg.head](cfg, tokenizer)
 
 

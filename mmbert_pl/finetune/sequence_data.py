@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from data_prep.holdout import holdout_score
-from data_prep.tokenizer import GEMMA_IDS, load_tokenizer
+from data_prep.tokenizer import load_tokenizer
 
 from mmbert_pl.model.documents import cu_seqlens_from_lengths
 
@@ -116,18 +116,18 @@ class Encoded(torch.utils.data.Dataset):
 
     def __init__(self, examples: list[Example], tokenizer: str | Path, labels: list[str], max_tokens: int,
                  languages: list[str]) -> None:
-        sp = load_tokenizer(tokenizer)
+        tok = load_tokenizer(tokenizer)
         index = {k: i for i, k in enumerate(labels)}
         lang_index = {k: i for i, k in enumerate(languages)}
-        firsts = sp.encode([e.text for e in examples])
-        seconds = sp.encode([e.text_pair or "" for e in examples])
+        firsts = tok.encode([e.text for e in examples])
+        seconds = tok.encode([e.text_pair or "" for e in examples])
         self.items = []
         for e, a, b in zip(examples, firsts, seconds):
             if e.text_pair is None:
                 a = a[: max_tokens - 2]
             else:
                 a, b = truncate_pair(a, b, max_tokens - 3)
-            ids = [GEMMA_IDS["bos"], *a, GEMMA_IDS["eos"]] + ([*b, GEMMA_IDS["eos"]] if e.text_pair is not None else [])
+            ids = tok.frame(a, b if e.text_pair is not None else None)
             self.items.append((ids, index[e.label], lang_index.get(e.language, -1)))
 
     def __len__(self) -> int:

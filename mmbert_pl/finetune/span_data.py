@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from data_prep.holdout import holdout_score
-from data_prep.tokenizer import GEMMA_IDS, load_tokenizer
+from data_prep.tokenizer import load_tokenizer
 
 from mmbert_pl.model.documents import cu_seqlens_from_lengths
 
@@ -136,38 +136,24 @@ class Window:
     end: int = 0
 
 
-def char_spans(text: str, pieces) -> list[tuple[int, int]]:
-    """SentencePiece's byte spans of `pieces` as character spans of `text` (a byte-fallback run shares its char)."""
-    char_at = [0] * (len(text.encode("utf-8")) + 1)
-    at = 0
-    for i, ch in enumerate(text):
-        n = len(ch.encode("utf-8"))
-        for b in range(at, at + n):
-            char_at[b] = i
-        at += n
-        char_at[at] = i + 1
-    return [(char_at[p.begin], char_at[p.end]) for p in pieces]
-
-
 def make_windows(examples: list[QAExample], tokenizer: str | Path, max_tokens: int, stride: int,
                  max_question_tokens: int) -> list[Window]:
     """Every context in windows of at most `max_tokens`, consecutive windows overlapping by `stride` tokens."""
-    sp = load_tokenizer(tokenizer)
-    questions = sp.encode([e.question for e in examples])
-    contexts = sp.encode([e.context for e in examples], return_type="proto")
+    tok = load_tokenizer(tokenizer)
+    questions = tok.encode([e.question for e in examples])
+    contexts = tok.encode_with_spans([e.context for e in examples])
     windows = []
-    for k, (e, q, proto) in enumerate(zip(examples, questions, contexts)):
+    for k, (e, q, (ids, spans)) in enumerate(zip(examples, questions, contexts)):
         q = q[:max_question_tokens]
         budget = max_tokens - len(q) - 3
         if budget <= stride:
             raise ValueError(f"data.max_tokens={max_tokens} leaves {budget} context tokens after a {len(q)}-token question, "
                              f"not more than data.stride={stride}; raise max_tokens or lower stride / max_question_tokens")
-        ids, spans = [p.id for p in proto.pieces], char_spans(e.context, proto.pieces)
-        head = [GEMMA_IDS["bos"], *q, GEMMA_IDS["eos"]]
+        head = tok.frame(q)
         begin = 0
         while True:
             end = min(len(ids), begin + budget)
-            w = Window(k, head + ids[begin:end] + [GEMMA_IDS["eos"]], len(head), spans[begin:end])
+            w = Window(k, head + ids[begin:end] + [tok.specials.eos], len(head), spans[begin:end])
             if e.answers:
                 text, s = e.answers[0]
                 inside = [i for i, (a, b) in enumerate(w.spans) if b > s and a < s + len(text)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from data_prep.holdout import holdout_score
-from data_prep.tokenizer import GEMMA_IDS, load_tokenizer
+from data_prep.tokenizer import load_tokenizer
 
 from mmbert_pl.model.documents import cu_seqlens_from_lengths
 
@@ -132,19 +132,21 @@ class EncodedTags(torch.utils.data.Dataset):
 
     def __init__(self, sentences: list[TaggedSentence], tokenizer: str | Path, tags: list[str], max_tokens: int,
                  languages: list[str]) -> None:
-        sp = load_tokenizer(tokenizer)
+        tok = load_tokenizer(tokenizer)
+        s = tok.specials
+        bos, eos, unk = s.bos, s.eos, s.unk if s.unk >= 0 else s.mask     # byte-level BPE has no unk
         index, lang_index = {t: i for i, t in enumerate(tags)}, {k: i for i, k in enumerate(languages)}
         self.items = []
         for s in sentences:
-            pieces = sp.encode([w if i == 0 else " " + w for i, w in enumerate(s.words)])
-            ids, labels = [GEMMA_IDS["bos"]], [IGNORED]
+            pieces = tok.encode([w if i == 0 else " " + w for i, w in enumerate(s.words)])
+            ids, labels = [bos], [IGNORED]
             for piece, tag in zip(pieces, s.tags):
                 if len(ids) + max(1, len(piece)) > max_tokens - 1:
                     break                                   # truncated: the words that fit keep their tags
-                piece = piece or [GEMMA_IDS["unk"]]
+                piece = piece or [unk]                      # a word that gives no piece keeps its tag on one
                 ids += piece
                 labels += [index.get(tag, IGNORED)] + [IGNORED] * (len(piece) - 1)
-            ids.append(GEMMA_IDS["eos"])
+            ids.append(eos)
             labels.append(IGNORED)
             self.items.append((ids, labels, lang_index.get(s.language, -1)))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_prep.shards import ShardSettings, build_shards
-from data_prep.tokenizer import train_tokenizer
+from data_prep.tokenizer_training import train_tokenizer
 
 SAMPLE_TEXT = Path(__file__).resolve().parent / "ntrex"
 

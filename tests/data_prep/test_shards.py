@@ -16,7 +16,7 @@ import sentencepiece as spm
 
 from data_prep.manifest import read_manifest
 from data_prep.shards import ShardSettings, build_shards
-from data_prep.tokenizer import train_tokenizer
+from data_prep.tokenizer_training import train_tokenizer
 from tests.processes import LIMIT, wait_exit, wait_until
 from tests.shard_rows import rows_of
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from data_prep.tokenizer import check_tokenizer, sample_sentences
+from data_prep.tokenizer import check_tokenizer
+from data_prep.tokenizer_training import sample_sentences
 
 
 def test_trained_tokenizer_has_gemma_special_ids(tokenizer_model: Path) -> None:

@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, ModernBertConfig, ModernBertForMaskedLM
 
-from data_prep.tokenizer import train_tokenizer
-from mmbert_pl.files.hf import check_hf_tokenizer, encoder_config_from_hf, export_hf, hf_config_dict, import_hf
+from data_prep.tokenizer_training import train_tokenizer
+from mmbert_pl.files.hf_tokenizer import check_hf_tokenizer
+from mmbert_pl.files.hf import encoder_config_from_hf, export_hf, hf_config_dict, import_hf
 from mmbert_pl.model import MMBertForMaskedLM, named_config
 from tests.random_weights import randomise_every_parameter
 
@@ -32,7 +33,7 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path: Path, window: i
     export_hf(ours, tmp_path)
     theirs = AutoModelForMaskedLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
     assert isinstance(theirs, ModernBertForMaskedLM)
-    assert theirs.config.local_attention == window and theirs.config.mask_token_id == 4
+    assert theirs.config.local_attention == window and theirs.config.pad_token_id == 0
     ids, mask = padded_batch(cfg.vocab_size)
     with torch.no_grad():
         diff = (ours.forward_padded(ids, mask) - theirs(input_ids=ids, attention_mask=mask).logits)[mask.bool()]
@@ -127,7 +128,7 @@ def test_exported_tokenizer_matches_sentencepiece(tmp_path: Path, tokenizer_mode
         tokenizer_model = tmp_path / "bpe.model"
         train_tokenizer(sample_dir, tokenizer_model, vocab_size=4096, model_type="bpe", sample_chars=1_500_000)
     ours = MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa")
-    export_hf(ours, tmp_path / "hf", tokenizer_model=tokenizer_model)
+    export_hf(ours, tmp_path / "hf", tokenizer=tokenizer_model)
     # The tokenizer files alone, without config.json (transformers 5 picks the tokenizer class from it) and
     # without tokenizer.model (tokenizer.json is enough: no SentencePiece at load time).
     alone = tmp_path / "tokenizer_only"
@@ -136,6 +137,8 @@ def test_exported_tokenizer_matches_sentencepiece(tmp_path: Path, tokenizer_mode
         shutil.copyfile(tmp_path / "hf" / name, alone / name)
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     text = "Welsh AMs worried about  'looking like muppets' — Ελληνικά 12345 ፊደል"
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())      # special ids read from the tokenizer
+    assert [config[f"{k}_token_id"] for k in ("pad", "bos", "eos", "cls", "sep", "mask")] == [0, 2, 1, 2, 1, 4]
     for where in (tmp_path / "hf", alone):
         tok = AutoTokenizer.from_pretrained(where)
         assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, tok.mask_token_id) == (0, 1, 2, 4)
@@ -148,7 +151,7 @@ def test_tokenizer_check_rejects_an_empty_vocabulary(tmp_path: Path, tokenizer_m
     """What transformers 5's GemmaTokenizer(vocab_file=...) saves: the specials only, every other token <unk>."""
     from tokenizers import Tokenizer, models
 
-    export_hf(MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa"), tmp_path, tokenizer_model=tokenizer_model)
+    export_hf(MMBertForMaskedLM(named_config("tiny"), attn_backend="sdpa"), tmp_path, tokenizer=tokenizer_model)
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
     empty = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(specials)}, merges=[], unk_token="<unk>"))
     empty.add_special_tokens(specials)

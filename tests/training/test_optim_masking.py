@@ -130,7 +130,7 @@ def test_framing_and_special_tokens_are_never_masked_or_drawn(shard_dir, tokeniz
     from mmbert_pl.training.masking import ordinary_lookup
     from mmbert_pl.training.step_inputs import step_inputs
 
-    sp = load_tokenizer(tokenizer_model)
+    sp = load_tokenizer(tokenizer_model).sp
     special = torch.tensor([sp.piece_to_id(p) for p in ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")])
     pool = torch.tensor(ordinary_ids(tokenizer_model))
     assert not torch.isin(special, pool).any()
