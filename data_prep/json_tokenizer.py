@@ -38,7 +38,7 @@ class JsonTokenizer(Tokenizer):
         roles = declared_roles(path.parent)
         framing = document_framing(spec.get("post_processor"))
         ids = {role: self._role_id(role, roles.get(role), vocab, spec) for role in ("mask", "pad", "unk")}
-        missing = [what for what, value in (("a mask token", ids["mask"]), ("a pad token", ids["pad"]),
+        missing = [what for what, value in (("mask token", ids["mask"]), ("pad token", ids["pad"]),
                                             ("document framing (its post_processor adds no start and end token)", framing))
                    if value is None or value == -1]
         if missing:

@@ -15,7 +15,8 @@ from callbacks.temperature import TemperatureSchedule
 
 from mmbert_pl.training.batch_geometry import BatchGeometry, batch_geometry
 from mmbert_pl.data.datamodule import MixtureDataModule
-from mmbert_pl.model import EncoderConfig, named_config
+from mmbert_pl.model import EncoderConfig
+from mmbert_pl.training.model_shape import run_model
 
 
 @dataclass
@@ -95,10 +96,9 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     root, manifest, tok_path = resolve_data(cfg)
     tok = manifest["tokenizer"]
     geo = batch_geometry(cfg, manifest["row_length"])
-    model_cfg = named_config(cfg.model.name, vocab_size=tok["vocab_size"], pad_id=tok["pad"],
-                             global_rope_theta=cfg.model.global_rope_theta, local_rope_theta=cfg.model.local_rope_theta)
+    model_cfg = run_model(cfg, tok)
     if manifest["row_length"] > model_cfg.max_position:
-        raise ValueError(f"rows of {manifest['row_length']} tokens exceed model {cfg.model.name}'s max_position {model_cfg.max_position}")
+        raise ValueError(f"rows of {manifest['row_length']} tokens exceed the model's max_position {model_cfg.max_position}")
     scheduled = schedules(cfg, geo)
     languages, temperatures = scheduled.languages, scheduled.temperature
     dm = MixtureDataModule(str(root), languages.initial, temperatures.initial, geo.budget, geo.micro_batch, seed=cfg.seed,

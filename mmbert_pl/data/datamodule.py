@@ -179,9 +179,9 @@ class MixtureDataModule(L.LightningDataModule):
         if manifest is None:
             raise ValueError(f"{self.root} has no manifest.json; build shards with `python -m data_prep.shards --out {self.root} ...`")
         vocab = manifest["tokenizer"]["vocab_size"]
-        if self.vocab_size is not None and vocab != self.vocab_size:
-            raise ValueError(f"shards in {self.root} were tokenized with a vocab of {vocab}, the model has {self.vocab_size}; "
-                             f"set model.vocab_size={vocab} or use shards made with the model's tokenizer")
+        if self.vocab_size is not None and vocab > self.vocab_size:    # a release pads its vocabulary: larger is fine
+            raise ValueError(f"shards in {self.root} were tokenized with a vocab of {vocab}, larger than the model's "
+                             f"{self.vocab_size}; use shards made with the model's tokenizer")
         if self.remote is None:         # a remote's shards come down as they are read (streaming checks them)
             for label, entry in manifest["languages"].items():
                 for split in ("train", "val"):

@@ -86,8 +86,8 @@ def mlm(args: argparse.Namespace) -> None:
         raise ValueError(f"--data {args.data} holds no held-out rows; rebuild it with --val-fraction > 0")
     tokenizer = shard_tokenizer(args.data, manifest)
     model = read_model(args.model).to(args.device).eval()
-    if model.cfg.vocab_size != manifest["tokenizer"]["vocab_size"]:
-        raise ValueError(f"--model {args.model} has a vocab of {model.cfg.vocab_size}, the shards' tokenizer "
+    if model.cfg.vocab_size < manifest["tokenizer"]["vocab_size"]:
+        raise ValueError(f"--model {args.model} has a vocab of {model.cfg.vocab_size}, smaller than the shards' tokenizer's "
                          f"{manifest['tokenizer']['vocab_size']}; evaluate on shards of its own tokenizer")
     pool = torch.tensor(ordinary_ids(tokenizer))
     ordinary, mask_id = ordinary_lookup(pool, model.cfg.vocab_size), manifest["tokenizer"]["mask"]

@@ -44,7 +44,7 @@ def read_initial_state(path: str | Path, model: EncoderConfig, tokenizer_sha256:
                              f"from the previous stage's checkpoints/last.ckpt (weights and Adam moments, as mmBERT did), "
                              f"or add init_weights_only=true to start from its weights with fresh moments")
         found, weights, _ = read_state(path)
-        found_sha, optimizer = None, None
+        found_sha, optimizer = folder_tokenizer_sha256(path), None
     else:
         checkpoint = load_checkpoint(path)
         found, weights = checkpoint_config(checkpoint), checkpoint_weights(checkpoint)
@@ -61,9 +61,16 @@ def read_initial_state(path: str | Path, model: EncoderConfig, tokenizer_sha256:
     if found_sha and found_sha != tokenizer_sha256:
         raise ValueError(f"init_from={path} was trained with another tokenizer (sha256 {found_sha[:12]}, these shards' is "
                          f"{tokenizer_sha256[:12]}): its embeddings stand for other pieces. Train on shards built with "
-                         f"that tokenizer (data_prep.shards --tokenizer)")
+                         f"that tokenizer (data_prep.shards --tokenizer {path if path.is_dir() else 'ITS_TOKENIZER'})")
     steps = max((int(s["step"]) for s in optimizer["state"].values() if "step" in s), default=0) if optimizer else None
     return InitialState(path, weights, optimizer, steps)
+
+
+def folder_tokenizer_sha256(path: Path) -> str | None:
+    """The sha256 of the tokenizer a model folder ships (tokenizer.model, else tokenizer.json), None if it has none."""
+    from data_prep.tokenizer import FILE_NAMES, file_sha256
+
+    return next((file_sha256(path / name) for name in FILE_NAMES if (path / name).is_file()), None)
 
 
 def check_same_model(path: Path, found: EncoderConfig | None, weights: dict[str, torch.Tensor], model: EncoderConfig) -> None:
