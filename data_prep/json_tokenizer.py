@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,15 @@ class JsonTokenizer(Tokenizer):
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def encode_framed(self, texts: list[str | bytes]) -> list[np.ndarray]:
+        # encode_batch_fast: no character offsets (half the work); array('I') takes the id list in C
         texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts]
         bos, eos = self.specials.bos, self.specials.eos
         out = []
-        for e in self.tok.encode_batch(texts, add_special_tokens=False):
-            framed = np.empty(len(e) + 2, dtype=np.uint32)
-            framed[0], framed[-1] = bos, eos
-            framed[1:-1] = e.ids
-            out.append(framed)
+        for e in self.tok.encode_batch_fast(texts, add_special_tokens=False):
+            framed = array("I", (bos,))
+            framed.extend(e.ids)
+            framed.append(eos)
+            out.append(np.frombuffer(framed, dtype=np.uint32))
         return out
 
     def encode_with_spans(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
