@@ -1,5 +1,6 @@
 """Owner of the batch-size warmup: sets the module's accumulation between optimizer steps from
-`mmbert_pl.core.schedules.accumulation_at`."""
+`mmbert_pl.core.schedules.accumulation_at`. The schedule is in rounds of `round_rows` rows (fixed for the run);
+the accumulation is what this layout needs for them (`rows_per_pass`: micro-batch x processes)."""
 from __future__ import annotations
 
 import lightning as L
@@ -11,10 +12,11 @@ from .clock import tokens_at_step_start
 
 
 class BatchWarmup(L.Callback):
-    def __init__(self, k_min: int, k_max: int, warmup_tokens: float, rows_per_round: int) -> None:
+    def __init__(self, k_min: int, k_max: int, warmup_tokens: float, round_rows: int, rows_per_pass: int | None = None) -> None:
         if not 1 <= k_min <= k_max or warmup_tokens < 0:
             raise ValueError(f"batch warmup: need 1 <= k_min <= k_max and warmup_tokens >= 0, got {k_min}, {k_max}, {warmup_tokens}")
-        self.k_min, self.k_max, self.warmup_tokens, self.rows_per_round = k_min, k_max, warmup_tokens, rows_per_round
+        self.k_min, self.k_max, self.warmup_tokens, self.round_rows = k_min, k_max, warmup_tokens, round_rows
+        self.rows_per_pass = rows_per_pass or round_rows
 
     def at(self, tokens: float) -> int:
         return accumulation_at(tokens, self.k_min, self.k_max, self.warmup_tokens)
@@ -23,5 +25,6 @@ class BatchWarmup(L.Callback):
         tokens = tokens_at_step_start(trainer, pl_module, batch_idx)
         if tokens is None:
             return
-        pl_module.accumulate = self.at(tokens)
-        report(pl_module, {"schedule/global_batch_rows": float(pl_module.accumulate * self.rows_per_round)})
+        rows = self.at(tokens) * self.round_rows
+        pl_module.accumulate = rows // self.rows_per_pass
+        report(pl_module, {"schedule/global_batch_rows": float(rows)})

@@ -139,7 +139,7 @@ def train(cfg: DictConfig, run_dir: Path) -> int:
     if cfg.data.counts:
         raise ValueError(f"data.counts={cfg.data.counts} describes a corpus by its token counts, for `python -m mmbert_pl.plan`; "
                          f"training needs shards: data.root=<a folder data_prep.shards wrote>")
-    plan = plan_run(cfg)                     # every check of config and data, before the run folder is touched
+    plan = plan_run(cfg, first_launch_round_rows(run_dir))   # every check of config and data, before the run folder is touched
     initial = initial_state(cfg, plan, run_dir)
     lock = RunLock(run_dir) if is_global_rank_zero() else None
     if lock:
@@ -149,6 +149,31 @@ def train(cfg: DictConfig, run_dir: Path) -> int:
     finally:
         if lock:
             lock.release()
+
+
+def first_launch_round_rows(run_dir: Path) -> int | None:
+    """A resumed run's batch-warmup unit in rows, as its first launch recorded it (None: a first launch, or no warmup)."""
+    from mmbert_pl.files.checkpointing import newest_checkpoint
+
+    settings = run_dir / "settings.json"
+    if not settings.exists() or not (run_dir / "checkpoints").exists() or newest_checkpoint(run_dir / "checkpoints") is None:
+        return None
+    return json.loads(settings.read_text()).get("batch.warmup_round_rows")
+
+
+def layout_change(first: dict, now: dict, rows: int) -> str | None:
+    """The one line a resume on another layout prints, or None when nothing changed."""
+    def processes(n: int) -> str:
+        return f"{n} process{'es' if n != 1 else ''}"
+
+    changed = [f"{name} {now[key]} instead of {first[key]}" for key, name in
+               (("micro_batch", "micro-batch"), ("accumulate", "accumulation"), ("num_workers", "loader workers per process"))
+               if first.get(key) != now[key]]
+    if first.get("processes") == now["processes"] and not changed:
+        return None
+    where = (f"on {processes(now['processes'])} instead of {first.get('processes')}" if first.get("processes") != now["processes"]
+             else f"on {processes(now['processes'])}")
+    return f"resuming {where}: {', '.join(changed) or 'the same micro-batches'}; the same global batch of {rows} rows"
 
 
 def initial_state(cfg: DictConfig, plan, run_dir: Path):
@@ -199,6 +224,10 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
         raise ValueError(f"{resume} was trained with other model or recipe settings: {'; '.join(changed)}. Resuming would "
                          f"train another recipe from its state. Restore them (see {settings_file}), or start a new run "
                          f"from it: experiment=NEW init_from={resume}")
+    layout_file = run_dir / "layout.json"
+    layout = {"processes": geo.devices, "micro_batch": geo.micro_batch, "accumulate": geo.accumulate, "num_workers": cfg.data.num_workers}
+    if resume and layout_file.exists() and (line := layout_change(json.loads(layout_file.read_text()), layout, geo.rows_per_step)):
+        print(line)
     finished = finished_result(finished_file)
     if finished:
         print(f"run {run_dir} already finished at step {finished['step']}: checkpoint {finished['checkpoint']}, "
@@ -208,6 +237,7 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     if rank_zero:
         save_run_config(cfg, run_dir)
         write_json(settings_file, settings)
+        write_json(layout_file, layout)
         write_json(mixture_file, {"hash": dm.mixture_hash(), "budget": budget,
                                   "segments": [{"start": g.start, "end": g.end, "languages": g.labels, "temperature": g.temperature}
                                                for g in dm.segments]})

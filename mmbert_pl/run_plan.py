@@ -53,7 +53,7 @@ def schedules(cfg: DictConfig, geo: BatchGeometry) -> Schedules:
         mask=MaskRatioSchedule(mask, cfg.callbacks.mask.mode),
         languages=LanguageSetSchedule(plain(cfg.data.languages), [(s * budget, plain(v)) for s, v in cfg.callbacks.language_milestones]),
         temperature=TemperatureSchedule(cfg.data.temperature, [(s * budget, t) for s, t in cfg.callbacks.temperature_milestones]),
-        batch=BatchWarmup(geo.warmup_min_accumulate, geo.accumulate, geo.warmup_tokens, geo.micro_batch * geo.devices),
+        batch=BatchWarmup(geo.warmup_min_rounds, geo.full_rounds, geo.warmup_tokens, geo.round_rows, geo.micro_batch * geo.devices),
     )
 
 
@@ -92,10 +92,11 @@ def resolve_data(cfg: DictConfig) -> tuple[Path, dict, Path | None]:
     return root, manifest, shard_tokenizer(root, manifest)
 
 
-def plan_run(cfg: DictConfig) -> RunPlan:
+def plan_run(cfg: DictConfig, round_rows: int | None = None) -> RunPlan:
+    """`round_rows`: a resumed run's batch-warmup unit, from its first launch (batch_geometry.py)."""
     root, manifest, tok_path = resolve_data(cfg)
     tok = manifest["tokenizer"]
-    geo = batch_geometry(cfg, manifest["row_length"])
+    geo = batch_geometry(cfg, manifest["row_length"], round_rows)
     model_cfg = run_model(cfg, tok)
     if manifest["row_length"] > model_cfg.max_position:
         raise ValueError(f"rows of {manifest['row_length']} tokens exceed the model's max_position {model_cfg.max_position}")

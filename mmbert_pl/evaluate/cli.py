@@ -75,7 +75,7 @@ def mlm(args: argparse.Namespace) -> None:
     from data_prep.tokenizer import ordinary_ids
 
     from mmbert_pl.data.rows import collate_rows
-    from mmbert_pl.training.masking import mask_seed, ordinary_lookup
+    from mmbert_pl.training.masking import ordinary_lookup, row_seeds
     from mmbert_pl.training.step_inputs import step_inputs
 
     manifest = read_manifest(args.data)
@@ -101,8 +101,10 @@ def mlm(args: argparse.Namespace) -> None:
             loss = correct = count = 0.0
             targets = []
             for start in range(0, n, args.batch):
-                batch = collate_rows([ds[first + j] for j in range(start, min(start + args.batch, n))])
-                x = step_inputs(batch, args.mask_ratio, mask_id, pool, mask_seed(0, 0, i, start), torch.device(args.device), ordinary)
+                end = min(start + args.batch, n)
+                batch = collate_rows([ds[first + j] for j in range(start, end)])
+                x = step_inputs(batch, args.mask_ratio, mask_id, pool, row_seeds(0, i, range(start, end)), torch.device(args.device),
+                                ordinary)
                 out = model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions)
                 if out.num_labels:
                     loss += float(out.loss) * out.num_labels

@@ -74,3 +74,4 @@ class DocumentContext:
     position_ids: torch.Tensor
     plan: Any
     rope: dict[float, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    dropout_keys: torch.Tensor | None = None    # (tokens,): keyed dropout (pre-training), else torch's

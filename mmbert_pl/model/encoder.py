@@ -38,9 +38,11 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg, i, self.backend) for i in range(cfg.num_layers))
         self.final_norm = layer_norm(cfg)
 
-    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                dropout_keys: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (tokens, hidden) of a flat stream of documents. `cu_seqlens` may stay on the host:
-        then nothing here waits for the device (the backends' plans read it there)."""
+        then nothing here waits for the device (the backends' plans read it there). `dropout_keys`: see
+        `keyed_dropout.py`."""
         total, device = input_ids.shape[0], input_ids.device
         if max_seqlen > self.cfg.max_position:
             raise ValueError(f"a document of {max_seqlen} tokens exceeds max_position {self.cfg.max_position}")
@@ -48,6 +50,7 @@ class Encoder(nn.Module):
         ctx = DocumentContext(
             position_ids=position_ids_from_cu_seqlens(cu_device, total),
             plan=self.backend.plan(cu_seqlens, max_seqlen, total, cu_device),
+            dropout_keys=dropout_keys,
         )
         x = self.embeddings(input_ids)
         for layer in self.layers:
@@ -110,13 +113,14 @@ class MMBertForMaskedLM(nn.Module):
         labels: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         encode_only: bool = False,
+        dropout_keys: torch.Tensor | None = None,
     ) -> MLMOutput:
         """Flat stream in; with labels, the head and decoder run only on labelled tokens and the loss never
         holds their (labels, vocab) logits in fp32. `labels` holds a target per token (-100 = none), or, with
         `positions`, the targets of those tokens only: finding the labelled tokens then needs no host sync.
         `encode_only`: the final hidden states alone, through this module's forward (under FSDP its hooks
         gather the root group's weights, which a call of `self.model` alone would find sharded)."""
-        hidden = self.model(input_ids, cu_seqlens, max_seqlen)
+        hidden = self.model(input_ids, cu_seqlens, max_seqlen, dropout_keys)
         if encode_only:
             return MLMOutput(hidden=hidden)
         if labels is None:

@@ -7,6 +7,7 @@ from torch import nn
 
 from .config import EncoderConfig
 from .documents import DocumentContext
+from .keyed_dropout import keyed_dropout
 from .rope import apply_rope, rope_cos_sin
 
 
@@ -23,7 +24,7 @@ class Attention(nn.Module):
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
         self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
         self.out_drop = nn.Dropout(cfg.attn_out_dropout)
-        self.backend = backend
+        self.layer_id, self.backend = layer_id, backend
 
     def rope(self, ctx: DocumentContext) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin of this layer's theta, computed once per forward and shared by the layers that use it."""
@@ -36,8 +37,12 @@ class Attention(nn.Module):
         q, k, v = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim).unbind(1)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def output(self, attended: torch.Tensor) -> torch.Tensor:
-        return self.out_drop(self.Wo(attended.reshape(attended.shape[0], -1)))
+    def output(self, attended: torch.Tensor, dropout_keys: torch.Tensor | None) -> torch.Tensor:
+        """With `dropout_keys` (pre-training), the dropout mask is a function of each token's row and position."""
+        out = self.Wo(attended.reshape(attended.shape[0], -1))
+        if dropout_keys is not None and self.training:
+            return keyed_dropout(out, dropout_keys, self.layer_id, self.out_drop.p)
+        return self.out_drop(out)
 
 
 class GeGLU(nn.Module):
@@ -65,14 +70,14 @@ class EncoderLayer(nn.Module):
     def before_attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.attn.project(self.attn_norm(x), cos, sin)
 
-    def after_attention(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn.output(attended)
+    def after_attention(self, x: torch.Tensor, attended: torch.Tensor, dropout_keys: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn.output(attended, dropout_keys)
         return x + self.mlp(self.mlp_norm(x))
 
     def forward(self, x: torch.Tensor, ctx: DocumentContext) -> torch.Tensor:
         q, k, v = self.before_attention(x, *self.attn.rope(ctx))
         attended = self.attn.backend(q, k, v, ctx.plan, local=not self.attn.is_global)
-        return self.after_attention(x, attended)
+        return self.after_attention(x, attended, ctx.dropout_keys)
 
     def compile_blocks(self) -> None:
         """torch.compile the dense parts around attention; the attention call and the document plan stay eager

@@ -1,4 +1,10 @@
-"""How a run's token budget maps onto rows, micro-batches and optimizer steps."""
+"""How a run's token budget maps onto rows, micro-batches and optimizer steps.
+
+What a run is: its global batch in rows, its budget and its batch warmup, which grows the batch in rounds of
+`round_rows` rows (the first launch's micro-batch x processes, kept for the run). How it is laid out (processes,
+micro-batch, hence accumulation) may change on resume: any layout whose micro-batch x processes divides the
+rounds (the global batch, without a warmup) trains the same steps.
+"""
 from __future__ import annotations
 
 import math
@@ -15,13 +21,13 @@ class BatchGeometry:
     devices: int              # all processes: devices per node x nodes
     budget: float             # tokens, padding included
     max_steps: int
+    round_rows: int           # the batch warmup's unit: the global batch is a whole number of these at every step
     warmup_tokens: float = 0.0
-    warmup_min_accumulate: int = 1
+    warmup_min_rounds: int = 1
 
     @property
     def tokens_per_round(self) -> int:
-        """Tokens of one micro-batch on every device."""
-        return self.micro_batch * self.devices * self.row_length
+        return self.round_rows * self.row_length
 
     @property
     def rows_per_step(self) -> int:
@@ -31,34 +37,50 @@ class BatchGeometry:
     def tokens_per_step(self) -> int:
         return self.rows_per_step * self.row_length
 
+    @property
+    def full_rounds(self) -> int:
+        return self.rows_per_step // self.round_rows
+
+    @property
+    def warmup_active(self) -> bool:
+        return self.warmup_tokens > 0 and self.warmup_min_rounds < self.full_rounds
+
     def steps_for_tokens(self, tokens: float) -> int:
         """Whole optimizer steps of the full batch that hold `tokens` (at least one): a cadence in tokens."""
         return max(1, round(tokens / self.tokens_per_step))
 
 
-def steps_for(budget: float, tokens_per_round: int, accumulate: int, warmup_tokens: float, k_min: int) -> int:
+def steps_for(budget: float, tokens_per_round: int, full_rounds: int, warmup_tokens: float, k_min: int) -> int:
     """Optimizer steps until the budget is reached, counting the smaller steps of the batch warmup."""
     from mmbert_pl.core.schedules import accumulation_at
 
     tokens, steps = 0, 0
     while tokens < warmup_tokens and tokens < budget:
-        tokens += accumulation_at(tokens, k_min, accumulate, warmup_tokens) * tokens_per_round
+        tokens += accumulation_at(tokens, k_min, full_rounds, warmup_tokens) * tokens_per_round
         steps += 1
-    return steps + max(0, math.ceil((budget - tokens) / (accumulate * tokens_per_round)))
+    return steps + max(0, math.ceil((budget - tokens) / (full_rounds * tokens_per_round)))
 
 
-def batch_geometry(cfg: DictConfig, row_length: int) -> BatchGeometry:
+def batch_geometry(cfg: DictConfig, row_length: int, round_rows: int | None = None) -> BatchGeometry:
     """`data.global_batch_rows` fixes accumulation; `trainer.max_tokens` x `budget_scale` fixes the budget;
-    the batch warmup (a share of the budget) makes the first steps smaller."""
+    the batch warmup (a share of the budget) makes the first steps smaller. `round_rows`: the warmup's unit of a
+    resumed run (from its first launch); None on a first launch (this layout's micro-batch x processes)."""
     devices, micro = cfg.trainer.devices * cfg.trainer.num_nodes, cfg.data.micro_batch
+    per_pass = micro * devices
     rows = cfg.data.global_batch_rows
-    accumulate = rows // (micro * devices) if rows else (cfg.trainer.accumulate_grad_batches or 1)
-    per_round = micro * devices * row_length
+    accumulate = rows // per_pass if rows else (cfg.trainer.accumulate_grad_batches or 1)
     warmup = cfg.callbacks.batch_warmup
+    unit = round_rows or per_pass
     if cfg.trainer.max_tokens is not None:
         budget = cfg.trainer.max_tokens * cfg.budget_scale
     else:
-        budget = cfg.trainer.max_steps * accumulate * per_round
-    warmup_tokens = warmup.share * budget
-    max_steps = max(1, steps_for(budget, per_round, accumulate, warmup_tokens, warmup.min_accumulate))
-    return BatchGeometry(row_length, micro, accumulate, devices, float(budget), max_steps, warmup_tokens, warmup.min_accumulate)
+        budget = cfg.trainer.max_steps * accumulate * per_pass * row_length
+    geo = BatchGeometry(row_length, micro, accumulate, devices, float(budget), 1, unit, warmup.share * budget, warmup.min_accumulate)
+    if geo.warmup_active and unit % per_pass:
+        fits = [m for m in range(1, unit // devices + 1) if unit % (m * devices) == 0]
+        raise ValueError(f"this run's batch warmup grows the batch in rounds of {unit} rows (its first launch's micro-batch x "
+                         f"processes), which data.micro_batch x processes = {micro} x {devices} does not divide; "
+                         + (f"data.micro_batch={' or '.join(map(str, fits[-4:]))} does" if fits else
+                            f"use a number of processes that divides {unit}"))
+    max_steps = max(1, steps_for(budget, geo.tokens_per_round, geo.full_rounds, geo.warmup_tokens, geo.warmup_min_rounds))
+    return BatchGeometry(row_length, micro, accumulate, devices, float(budget), max_steps, unit, geo.warmup_tokens, geo.warmup_min_rounds)

@@ -176,6 +176,17 @@ def one_setting_each(cfg: Any) -> list[str]:
     return problems
 
 
+def layout_problem(rows: int | None, micro: int, processes: int) -> str:
+    """Why `rows` per step cannot be laid out as micro-batches of `micro` on `processes`, and which micro-batches can."""
+    if rows is None or rows <= 0:
+        return f"data.global_batch_rows={rows} must be a positive number of rows"
+    fits = [m for m in range(1, rows // processes + 1) if rows % (m * processes) == 0]
+    fix = (f"data.micro_batch={' or '.join(map(str, fits[-4:]))} gives it" if fits else
+           f"no micro-batch gives it on {processes} processes: use a number of processes that divides {rows}")
+    return (f"data.global_batch_rows={rows} is not a multiple of data.micro_batch x processes = {micro} x {processes} = "
+            f"{micro * processes}; {fix}")
+
+
 def validate(cfg: Any) -> None:
     """Range checks with messages that name the key, the value and what is valid."""
     problems = []
@@ -205,8 +216,7 @@ def validate(cfg: Any) -> None:
     need(cfg.budget_scale == 1 or cfg.trainer.max_tokens is not None, "budget_scale scales trainer.max_tokens: set it (a stage does)")
     rows = cfg.data.global_batch_rows
     per_pass = cfg.data.micro_batch * cfg.trainer.devices * cfg.trainer.num_nodes
-    need(rows is None or (rows > 0 and rows % per_pass == 0),
-         f"data.global_batch_rows={rows} must be a positive multiple of data.micro_batch x trainer.devices x trainer.num_nodes = {per_pass}")
+    need(rows is None or (rows > 0 and rows % per_pass == 0), layout_problem(rows, cfg.data.micro_batch, per_pass // cfg.data.micro_batch))
     need(cfg.trainer.preemption_agree_every >= 1,
          f"trainer.preemption_agree_every={cfg.trainer.preemption_agree_every}: a number of optimizer steps >= 1")
     need(cfg.trainer.checkpoint_format in ("consolidated", "sharded"),

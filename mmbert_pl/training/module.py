@@ -9,7 +9,7 @@ import torchmetrics
 
 from mmbert_pl.training.step_values import logs_this_batch
 
-from mmbert_pl.training.masking import mask_seed, ordinary_lookup
+from mmbert_pl.training.masking import ordinary_lookup, row_seeds
 from mmbert_pl.model import EncoderConfig, MMBertForMaskedLM
 from mmbert_pl.model.encoder import MLMOutput
 from mmbert_pl.training.optim import StableAdamW, parameter_groups
@@ -62,18 +62,25 @@ class MLMModule(L.LightningModule):
         """Batches stay on the host: `step_inputs` works out there what the device needs and sends it."""
         return batch
 
-    def _forward(self, batch: dict, ratio: float, seed: int) -> tuple[StepInputs, MLMOutput]:
-        x = step_inputs(batch, ratio, self.hparams.mask_id, self.random_pool, seed, self.device, self.ordinary)
-        return x, self.model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions)
+    def _forward(self, batch: dict, ratio: float, seeds: list[int]) -> tuple[StepInputs, MLMOutput]:
+        x = step_inputs(batch, ratio, self.hparams.mask_id, self.random_pool, seeds, self.device, self.ordinary)
+        return x, self.model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions,
+                             dropout_keys=x.dropout_keys)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        seed = mask_seed(self.hparams.seed, self.global_step, self.global_rank, self.micro_index)
-        torch.manual_seed(seed ^ 0x5EED)         # dropout: a function of (seed, step, rank, micro-batch), exact on resume
-        _, out = self._forward(batch, self.mask_ratio, seed)
+        # Masks and dropout per row, from (seed, step, sample id): the same on any layout, exact on resume.
+        seeds = row_seeds(self.hparams.seed, self.global_step, batch["sample_ids"].tolist())
+        _, out = self._forward(batch, self.mask_ratio, seeds)
         last_micro = self.micro_index + 1 >= self.accumulate
         block_sync = getattr(self.trainer.strategy, "block_backward_sync", None)   # DDP: all-reduce once per step
+        # The step's loss is the sum over its labelled tokens divided by the labels the step's rows would hold at
+        # the mask ratio, a number every layout shares (the mean of per-micro-batch means depends on how rows are
+        # grouped). The ranks' mean (DDP, FSDP) and the accumulated micro-batches then give the same gradient for
+        # any processes x micro-batch x accumulation; Adam does not see the step's scale.
+        rows, row_length = batch["input_ids"].shape
+        scale = out.num_labels / (self.mask_ratio * rows * self.accumulate * row_length)
         with contextlib.nullcontext() if last_micro or block_sync is None else block_sync():
-            self.manual_backward(out.loss / self.accumulate)
+            self.manual_backward(out.loss * scale)
         self.tokens += batch["input_ids"].numel() * self.trainer.world_size
         self.tokens_seen.fill_(self.tokens)
         self.micro_index += 1
@@ -100,8 +107,9 @@ class MLMModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # Fixed masks: the same positions at every validation.
-        seed = mask_seed(self.hparams.seed, 0, dataloader_idx, batch_idx)
-        x, out = self._forward(batch, self.hparams.val_mask_ratio, seed)
+        rows = batch["input_ids"].shape[0]
+        seeds = row_seeds(self.hparams.seed, dataloader_idx, range(batch_idx * rows, (batch_idx + 1) * rows))
+        x, out = self._forward(batch, self.hparams.val_mask_ratio, seeds)
         if out.num_labels:
             self.val_loss[dataloader_idx].update(out.loss, weight=out.num_labels)
             self.val_acc[dataloader_idx].update((out.predictions == x.targets).float().mean(), weight=out.num_labels)

@@ -16,7 +16,10 @@ def run_settings(cfg: DictConfig, plan) -> dict:
         "lr_schedule": {"peak": s.lr.peak, "warmup_tokens": s.lr.t_warmup, "decay_tokens": s.lr.t_decay,
                         "budget_tokens": s.lr.t_max, "alpha_f": s.lr.alpha_f, "shape": s.lr.shape},
         "mask": {"points": [list(p) for p in s.mask.points], "mode": s.mask.mode, "val_mask_ratio": cfg.val_mask_ratio},
-        "batch_warmup": {"min_accumulate": s.batch.k_min, "accumulate": s.batch.k_max, "tokens": s.batch.warmup_tokens},
+        # The batch in rows, not in micro-batches: processes, micro-batch and accumulation may change on resume.
+        "batch": {"global_rows": plan.geometry.rows_per_step,
+                  **({"warmup_round_rows": s.batch.round_rows, "warmup_min_rounds": s.batch.k_min, "warmup_tokens": s.batch.warmup_tokens}
+                     if plan.geometry.warmup_active else {})},
         "seed": cfg.seed,
         "init_from": cfg.init_from,
         "init_weights_only": cfg.init_weights_only,

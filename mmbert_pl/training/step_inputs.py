@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from mmbert_pl.data.rows import flatten_rows
-from mmbert_pl.training.masking import mlm_mask
 from mmbert_pl.model.documents import to_device
+from mmbert_pl.model.keyed_dropout import MASK32, hash32
+from mmbert_pl.training.masking import apply_mask, row_draws
 
 
 @dataclass
@@ -24,15 +25,21 @@ class StepInputs:
     max_seqlen: int
     positions: torch.Tensor     # (labels,) on the device: the labelled tokens
     targets: torch.Tensor       # (labels,) on the device: their original ids
+    dropout_keys: torch.Tensor  # (tokens,) on the device: each token's key for `keyed_dropout` (row seed, position)
 
 
-def step_inputs(batch: dict, ratio: float, mask_id: int, random_pool: torch.Tensor, seed: int,
+def step_inputs(batch: dict, ratio: float, mask_id: int, random_pool: torch.Tensor, seeds: list[int],
                 device: torch.device, ordinary: torch.Tensor) -> StepInputs:
-    """Packed rows (on the host) -> the masked flat stream and its labels on `device`. `ordinary`
+    """Packed rows (on the host) -> the masked flat stream and its labels on `device`. `seeds`: one per row
+    (`masking.row_seeds`), so a row's masks and dropout do not depend on its neighbours. `ordinary`
     (`masking.ordinary_lookup`): the ids that may be masked; special and framing tokens stay as they are."""
+    rows, row_length = batch["input_ids"].shape
     ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
-    inputs, labels = mlm_mask(ids, ratio, mask_id, random_pool, torch.Generator().manual_seed(seed), ordinary[ids])
+    used = torch.arange(row_length)[None, :] < batch["cu_seqlens"][:, -1:]
+    u, picks = row_draws(seeds, row_length, len(random_pool))
+    inputs, labels = apply_mask(ids, ratio, mask_id, random_pool, u[used], picks[used], ordinary[ids])
+    keys = hash32((torch.tensor(seeds, dtype=torch.int64)[:, None] & MASK32) ^ torch.arange(row_length)[None, :])[used]
     positions = (labels != -100).nonzero().squeeze(1)
-    moved = to_device(torch.cat([inputs, positions, labels[positions]]), device)
-    inputs, positions, targets = moved.split([inputs.numel(), positions.numel(), positions.numel()])
-    return StepInputs(inputs, cu, max_len, positions, targets)
+    moved = to_device(torch.cat([inputs, positions, labels[positions], keys]), device)
+    inputs, positions, targets, keys = moved.split([inputs.numel(), positions.numel(), positions.numel(), keys.numel()])
+    return StepInputs(inputs, cu, max_len, positions, targets, keys)

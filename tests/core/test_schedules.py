@@ -81,7 +81,7 @@ def test_batch_warmup_gives_every_size_the_same_number_of_steps() -> None:
 def test_checkpoint_cadence_in_tokens_is_whole_full_batch_steps() -> None:
     from mmbert_pl.training.batch_geometry import BatchGeometry
 
-    geo = BatchGeometry(row_length=1024, micro_batch=8, accumulate=4, devices=2, budget=1e9, max_steps=100)
+    geo = BatchGeometry(row_length=1024, micro_batch=8, accumulate=4, devices=2, budget=1e9, max_steps=100, round_rows=16)
     assert geo.tokens_per_step == 65536
     assert geo.steps_for_tokens(65536 * 10) == 10
     assert geo.steps_for_tokens(65536 * 10.4) == 10 and geo.steps_for_tokens(1) == 1

@@ -49,7 +49,7 @@ def packed_batches(count: int, rows: int, vocab: int, seed: int = 0) -> list[dic
 def test_step_inputs_hold_the_masked_stream_and_its_labels() -> None:
     batch = packed_batches(1, 4, 4096)[0]
     ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
-    x = step_inputs(batch, 0.3, 4, POOL, seed=3, device=torch.device("cpu"), ordinary=ordinary_lookup(POOL, 4096))
+    x = step_inputs(batch, 0.3, 4, POOL, seeds=[3, 4, 5, 6], device=torch.device("cpu"), ordinary=ordinary_lookup(POOL, 4096))
     assert torch.equal(x.cu_seqlens, cu) and x.max_seqlen == max_len and x.input_ids.shape == ids.shape
     assert torch.equal(x.targets, ids[x.positions]) and bool((x.positions.diff() > 0).all())
     unlabelled = torch.ones_like(ids, dtype=torch.bool)
@@ -68,9 +68,9 @@ def test_device_part_of_the_step_reads_no_device_data(backend: str, accumulate: 
     model = MMBertForMaskedLM(cfg, attn_backend=backend).to("meta").train()
     optimizer = StableAdamW(parameter_groups(model, 8e-5))
     for step, batch in enumerate(packed_batches(2 * accumulate, 4, cfg.vocab_size)):
-        x = step_inputs(batch, 0.3, 4, POOL, seed=step, device=torch.device("meta"), ordinary=ordinary_lookup(POOL, 4096))
+        x = step_inputs(batch, 0.3, 4, POOL, seeds=[step] * 4, device=torch.device("meta"), ordinary=ordinary_lookup(POOL, 4096))
         assert x.input_ids.is_meta and x.positions.is_meta and not x.cu_seqlens.is_meta
-        out = model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions)
+        out = model(x.input_ids, x.cu_seqlens, x.max_seqlen, labels=x.targets, positions=x.positions, dropout_keys=x.dropout_keys)
         (out.loss / accumulate).backward()
         assert out.loss.is_meta and out.num_labels == x.positions.numel()
         if (step + 1) % accumulate == 0:
@@ -83,7 +83,7 @@ def test_meta_catches_a_step_that_finds_its_labels_on_the_device() -> None:
     """The check above can fail: labels given per token make the model find them with `nonzero`."""
     cfg = named_config("tiny")
     model = MMBertForMaskedLM(cfg, attn_backend="sdpa").to("meta")
-    x = step_inputs(packed_batches(1, 2, cfg.vocab_size)[0], 0.3, 4, POOL, seed=0, device=torch.device("meta"),
+    x = step_inputs(packed_batches(1, 2, cfg.vocab_size)[0], 0.3, 4, POOL, seeds=[0, 1], device=torch.device("meta"),
                     ordinary=ordinary_lookup(POOL, 4096))
     labels = torch.full_like(x.input_ids, -100).index_put_((x.positions,), x.targets)
     with pytest.raises((NotImplementedError, RuntimeError)):

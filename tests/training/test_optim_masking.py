@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mmbert_pl.training.masking import mask_seed, mlm_mask
+from mmbert_pl.training.masking import mlm_mask, row_seeds
 from mmbert_pl.model import MMBertForMaskedLM, named_config
 from mmbert_pl.training.optim import StableAdamW, parameter_groups
 
@@ -89,7 +89,7 @@ def test_no_decay_on_norms_and_biases() -> None:
 
 @pytest.mark.parametrize("ratio", [0.3, 0.05])
 def test_masking_statistics(ratio: float) -> None:
-    gen = torch.Generator().manual_seed(mask_seed(0, 10, 0, 0))
+    gen = torch.Generator().manual_seed(row_seeds(0, 10, [0])[0])
     ids = torch.randint(5, 4096, (200_000,), generator=gen)
     maskable = torch.ones_like(ids, dtype=torch.bool)
     maskable[-20_000:] = False                      # padding at the tail
@@ -112,9 +112,9 @@ def test_masking_statistics(ratio: float) -> None:
 def test_masking_is_reproducible_from_the_seed() -> None:
     ids = torch.randint(5, 4096, (5000,))
     pool = torch.arange(5, 4096)
-    a = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(mask_seed(1, 7, 0, 2)))
-    b = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(mask_seed(1, 7, 0, 2)))
-    c = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(mask_seed(1, 8, 0, 2)))
+    a = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(row_seeds(1, 7, [2])[0]))
+    b = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(row_seeds(1, 7, [2])[0]))
+    c = mlm_mask(ids, 0.3, 4, pool, torch.Generator().manual_seed(row_seeds(1, 8, [2])[0]))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
     with pytest.raises(ValueError, match="mask ratio"):
         mlm_mask(ids, 1.0, 4, pool, torch.Generator())
@@ -141,9 +141,47 @@ def test_framing_and_special_tokens_are_never_masked_or_drawn(shard_dir, tokeniz
     assert framing.sum() >= 2                                   # a bos and an eos at least
     ordinary = ordinary_lookup(pool, sp.get_piece_size())
     for seed in range(20):
-        x = step_inputs(batch, 0.9, sp.piece_to_id("<mask>"), pool, seed, torch.device("cpu"), ordinary)
+        x = step_inputs(batch, 0.9, sp.piece_to_id("<mask>"), pool, row_seeds(seed, 0, range(4)), torch.device("cpu"), ordinary)
         assert not framing[x.positions].any()
         assert torch.equal(x.input_ids[framing], ids[framing])
         changed = (x.input_ids != ids) & (x.input_ids != sp.piece_to_id("<mask>"))
         assert changed.any() and not torch.isin(x.input_ids[changed], special).any()
         assert x.positions.numel() > 0.8 * (~framing).sum()
+
+
+def test_a_row_is_masked_and_dropped_out_the_same_in_any_micro_batch(shard_dir) -> None:
+    """Masks and dropout keys per row (seed, step, sample id): 8 rows as one micro-batch or as two of 4, in either
+    order, give each row the same inputs, labels and keys; another step gives other masks."""
+    from streaming import StreamingDataset
+
+    from mmbert_pl.data.rows import collate_rows
+    from mmbert_pl.model.keyed_dropout import keyed_dropout
+    from mmbert_pl.training.masking import ordinary_lookup
+    from mmbert_pl.training.step_inputs import step_inputs
+
+    ds = StreamingDataset(local=str(shard_dir / "eng_Latn"), split="train", shuffle=False, batch_size=8)
+    samples = [{**ds[i], "sample_id": 100 + i} for i in range(8)]
+    pool = torch.arange(5, 4096)
+    ordinary = ordinary_lookup(pool, 4096)
+
+    def per_row(order: list[int], micro: int, step: int = 3) -> dict[int, tuple]:
+        out = {}
+        for start in range(0, len(order), micro):
+            batch = collate_rows([samples[i] for i in order[start:start + micro]])
+            x = step_inputs(batch, 0.3, 4, pool, row_seeds(7, step, batch["sample_ids"].tolist()), torch.device("cpu"), ordinary)
+            labels = torch.full_like(x.input_ids, -100).index_put_((x.positions,), x.targets)
+            lengths = batch["cu_seqlens"][:, -1].tolist()
+            for sid, a, b in zip(batch["sample_ids"].tolist(), [0, *torch.tensor(lengths).cumsum(0).tolist()], torch.tensor(lengths).cumsum(0).tolist()):
+                out[sid] = (x.input_ids[a:b], labels[a:b], x.dropout_keys[a:b])
+        return out
+
+    whole, halves, reversed_ = per_row(list(range(8)), 8), per_row(list(range(8)), 4), per_row(list(range(7, -1, -1)), 4)
+    for sid in whole:
+        for other in (halves, reversed_):
+            assert all(torch.equal(a, b) for a, b in zip(whole[sid], other[sid]))
+    assert not torch.equal(whole[100][1], per_row(list(range(8)), 8, step=4)[100][1])
+    hidden = torch.randn(len(whole[100][2]), 64)
+    kept = keyed_dropout(hidden, whole[100][2], layer=1, p=0.1) != 0
+    assert torch.equal(kept, keyed_dropout(hidden, halves[100][2], layer=1, p=0.1) != 0)
+    assert abs(kept.float().mean().item() - 0.9) < 0.01                                  # drops 10%
+    assert not torch.equal(kept, keyed_dropout(hidden, whole[100][2], layer=2, p=0.1) != 0)   # another mask per layer
