@@ -9,6 +9,7 @@ import torchmetrics
 
 from mmbert_pl.training.step_values import logs_this_batch
 
+from mmbert_pl.training.loop_progress import rescale_batch_progress
 from mmbert_pl.training.masking import ordinary_lookup, row_seeds
 from mmbert_pl.model import EncoderConfig, MMBertForMaskedLM
 from mmbert_pl.model.encoder import MLMOutput
@@ -101,9 +102,20 @@ class MLMModule(L.LightningModule):
         self.log_dict({**self.step_values, "train/loss": loss, "train/mask_ratio": self.mask_ratio,
                        "global_step": float(self.global_step)}, on_step=True, on_epoch=False)
 
+    def loader_batch_rows(self) -> int:
+        """Rows of one loader batch over every process: what Lightning's loop counters count in."""
+        return self.trainer.datamodule.micro_batch * self.trainer.world_size
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["loader_batch_rows"] = self.loader_batch_rows()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Under FSDP the strategy has loaded the weights (and the buffer) already and taken them out of `checkpoint`."""
+        """Under FSDP the strategy has loaded the weights (and the buffer) already and taken them out of `checkpoint`.
+        A checkpoint of another layout has its loop counters rescaled to this one's loader batches."""
         self.tokens = int(checkpoint["state_dict"]["tokens_seen"] if "state_dict" in checkpoint else self.tokens_seen)
+        before, now = checkpoint.get("loader_batch_rows"), self.loader_batch_rows()
+        if before and before != now and "loops" in checkpoint:
+            rescale_batch_progress(checkpoint["loops"], before, now)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # Fixed masks: the same positions at every validation.
