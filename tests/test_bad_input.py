@@ -207,6 +207,19 @@ def test_nul_bytes(tmp_path: Path, tokenizer_model: Path) -> None:
     assert entry["train"]["docs"] + entry["val"]["docs"] == len(lines) - 2
 
 
+def test_tokenizer_without_roles(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    bare = Tokenizer(models.BPE())
+    bare.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bare.train_from_iterator((SAMPLE / "eng_Latn.txt").read_text().splitlines()[:100], trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    bare.save(str(tmp_path / "tokenizer.json"))
+    result = build_shards_cli(SAMPLE, tmp_path / "tokenizer.json", tmp_path / "shards")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert_documented("tokenizer_without_roles", result.stderr)
+    assert not (tmp_path / "shards").exists()
+
+
 def test_vocab_too_large(tmp_path: Path) -> None:
     out = tmp_path / "tok.model"
     result = cli([sys.executable, "-m", "data_prep.tokenizer", "train", "--input", str(SAMPLE), "--out", str(out),

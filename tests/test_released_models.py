@@ -63,16 +63,8 @@ def test_gemma_tokenizer_json_equals_its_sentencepiece_model(tokenizer_model: Pa
                                                                          "tokenizer.json", "tokenizer_config.json"]
 
 
-def test_a_tokenizer_without_mask_pad_or_framing_is_refused(tmp_path: Path, sample_dir: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    bare = Tokenizer(models.BPE())
-    bare.pre_tokenizer = pre_tokenizers.ByteLevel()
-    bare.train_from_iterator((sample_dir / "eng_Latn.txt").read_text().splitlines()[:100], trainers.BpeTrainer(vocab_size=300, show_progress=False))
-    bare.save(str(tmp_path / "tokenizer.json"))
-    with pytest.raises(ValueError, match=r"has no mask token, no pad token, no document framing"):
-        load_tokenizer(tmp_path / "tokenizer.json")
-    (tmp_path / "tokenizer.json").unlink()
+def test_a_folder_without_a_tokenizer_is_refused(tmp_path: Path) -> None:
+    """A tokenizer without mask, pad or framing: tests/test_bad_input.py::test_tokenizer_without_roles."""
     with pytest.raises(ValueError, match="holds neither tokenizer.model nor tokenizer.json"):
         load_tokenizer(tmp_path)
     r = subprocess.run([sys.executable, "-m", "data_prep.tokenizer", "check", str(tmp_path)], capture_output=True, text=True)
