@@ -33,7 +33,7 @@ def step_inputs(batch: dict, ratio: float, mask_id: int, random_pool: torch.Tens
     """Packed rows (on the host) -> the masked flat stream and its labels on `device`. `seeds`: one per row
     (`masking.row_seeds`), so a row's masks and dropout do not depend on its neighbours. `ordinary`
     (`masking.ordinary_lookup`): the ids that may be masked; special and framing tokens stay as they are."""
-    rows, row_length = batch["input_ids"].shape
+    row_length = batch["input_ids"].shape[1]
     ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
     used = torch.arange(row_length)[None, :] < batch["cu_seqlens"][:, -1:]
     u, picks = row_draws(seeds, row_length, len(random_pool))

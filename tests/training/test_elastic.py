@@ -39,6 +39,11 @@ def stop_at(step: int, args: list[str], env: dict, run_dir: Path, log: Path) -> 
     wait_until(f"step {step}", lambda: any(int(r[0]) >= step for r in logged(run_dir / "samples")), proc, log)
     os.killpg(proc.pid, signal.SIGTERM)
     assert wait_exit(proc, "the stopped run") == 3, log.read_text()[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_dir():                                   # sharded: the loop state is in meta.pt
+        import torch
+
+        return int(torch.load(last / "meta.pt", map_location="cpu", weights_only=False)["global_step"])
     return int(last_checkpoint(run_dir)["global_step"])
 
 
