@@ -124,12 +124,12 @@ def main() -> None:
     print(f"{len(list(args.input.glob('*_*.txt')))} languages, {mb:.1f} MB of text, {n:,} tokens "
           f"(data_prep kept {tokens[1]:,}), row length {args.row_length}, vocab {tok.vocab_size:,}, {Path(tok.path).name}")
     print(f"best of {args.repeat} interleaved runs, each in a fresh process")
-    print(f"{'run':34s} {'seconds':>8s} {'tokens/s':>10s}   all runs (s)")
+    print(f"{'run':38s} {'seconds':>8s} {'tokens/s':>10s}   all runs (s)")
     rows = [("tokenizer's own encode (limit)", "raw"), ("data_prep.shards, 1 worker", 1), ("data_prep.shards, 2 workers", 2)]
     if "encode_batch" in timings:
         rows.insert(1, ("tokenizers encode_batch (offsets too)", "encode_batch"))
     for name, key in rows:
-        print(f"{name:34s} {best[key]:8.2f} {n / best[key]:10,.0f}   {' '.join(f'{t:.2f}' for t in timings[key])}")
+        print(f"{name:38s} {best[key]:8.2f} {n / best[key]:10,.0f}   {' '.join(f'{t:.2f}' for t in timings[key])}")
     med = {name: statistics.median(times) for name, times in timings.items()}
     print(f"1 worker / raw encode time: {best[1] / best['raw']:.2f}x (target <= 1.25; medians {med[1] / med['raw']:.2f}x)")
     if "encode_batch" in timings:
