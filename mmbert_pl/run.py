@@ -202,7 +202,7 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
     from mmbert_pl.files.hf import export_hf, export_problem
     from mmbert_pl.training.metrics_csv import logged_batches
     from mmbert_pl.training.module import MLMModule
-    from mmbert_pl.training.run_identity import changed_settings, run_settings
+    from mmbert_pl.training.run_identity import changed_settings, run_settings, upgraded
     from mmbert_pl.training.sharding import is_sharded, unsharded_copy
     from mmbert_pl.training.strategy import make_strategy
 
@@ -220,7 +220,8 @@ def fit(cfg: DictConfig, run_dir: Path, plan, initial, rank_zero: bool) -> int:
                          f"or batch geometry changed); resuming would repeat or skip data. Restore the settings of "
                          f"{mixture_file}, or start a new run with experiment=NEW init_from={resume}")
     settings_file, settings = run_dir / "settings.json", run_settings(cfg, plan)
-    if resume and settings_file.exists() and (changed := changed_settings(json.loads(settings_file.read_text()), settings)):
+    first = upgraded(json.loads(settings_file.read_text()), settings, geo.accumulate) if resume and settings_file.exists() else None
+    if first is not None and (changed := changed_settings(first, settings)):
         raise ValueError(f"{resume} was trained with other model or recipe settings: {'; '.join(changed)}. Resuming would "
                          f"train another recipe from its state. Restore them (see {settings_file}), or start a new run "
                          f"from it: experiment=NEW init_from={resume}")

@@ -39,3 +39,20 @@ def changed_settings(first: dict, now: dict) -> list[str]:
     """'key: first -> now' for every setting that differs (a key only one side has counts as changed)."""
     return [f"{k}: {first.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in sorted(set(first) | set(now))
             if first.get(k) != now.get(k)]
+
+
+OLD_BATCH = ("batch_warmup.min_accumulate", "batch_warmup.accumulate", "batch_warmup.tokens")
+
+
+def upgraded(first: dict, now: dict, accumulate: int) -> dict:
+    """A settings.json written before the batch was recorded in rows (`batch_warmup.*`, in micro-batches of the
+    layout it ran on): resumed with the same accumulation and warmup, it is the same batch, and its keys become
+    today's. Otherwise the old keys stay, and the resume is refused naming them."""
+    if "batch_warmup.accumulate" not in first:
+        return first
+    same = (first["batch_warmup.accumulate"] == accumulate
+            and first["batch_warmup.tokens"] == now.get("batch.warmup_tokens", 0.0)
+            and first["batch_warmup.min_accumulate"] == now.get("batch.warmup_min_rounds", first["batch_warmup.min_accumulate"]))
+    if not same:
+        return first
+    return {**{k: v for k, v in first.items() if k not in OLD_BATCH}, **{k: v for k, v in now.items() if k.startswith("batch.")}}
