@@ -52,14 +52,14 @@ def make_workload(row_length: int, tokens: int, vocab: int, batches: int, seed: 
     rng = np.random.default_rng(seed)
     rows = max(tokens // row_length, 1)
     ours, theirs, real, docs_seen = [], [], [], []
-    for _ in range(batches):
+    for b in range(batches):
         packer, packed = BestFitPacker(row_length), []
         while len(packed) < rows:
             n = int(np.clip(rng.normal(row_length / 2, row_length / 4), 16, row_length))
             packed.extend(packer.add(rng.integers(100, vocab, n, dtype=np.uint32)))
         packed = packed[:rows]
         pieces = [r.ids[a:b] for r in packed for a, b in zip(r.cu[:-1], r.cu[1:])]
-        ours.append(collate_rows([{"input_ids": r.ids, "cu_seqlens": r.cu} for r in packed]))
+        ours.append(collate_rows([{"input_ids": r.ids, "cu_seqlens": r.cu, "sample_id": b * rows + i} for i, r in enumerate(packed)]))
         longest = max(len(p) for p in pieces)
         ids = torch.zeros(len(pieces), longest, dtype=torch.long)
         mask = torch.zeros(len(pieces), longest, dtype=torch.long)

@@ -38,11 +38,13 @@ POOL = torch.arange(100, 4096)     # the tiny vocab's ordinary ids in these test
 def packed_batches(count: int, rows: int, vocab: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     batches = []
-    for _ in range(count):
+    for b in range(count):
         packer, packed = BestFitPacker(ROW), []
         while len(packed) < rows:
             packed.extend(packer.add(rng.integers(100, vocab, int(rng.integers(16, ROW)), dtype=np.uint32)))
-        batches.append(collate_rows([{"input_ids": r.ids, "cu_seqlens": r.cu} for r in packed[:rows]]))
+        # sample ids, as the training loader gives them: each row's masks and dropout are seeded from its own
+        batches.append(collate_rows([{"input_ids": r.ids, "cu_seqlens": r.cu, "sample_id": b * rows + i}
+                                     for i, r in enumerate(packed[:rows])]))
     return batches
 
 
