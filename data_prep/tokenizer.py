@@ -24,7 +24,6 @@ import numpy as np
 from .write_errors import write_problem
 
 SPECIAL_PIECES = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "mask": "<mask>"}
-GEMMA_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}      # what data_prep.tokenizer train writes
 FILE_NAMES = ("tokenizer.model", "tokenizer.json")                 # a folder's tokenizer, in this order
 
 

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .readers import BadInput, discover
-from .tokenizer import SPECIAL_PIECES, GEMMA_IDS, TokenizerInfo, check_tokenizer
+from .tokenizer import SPECIAL_PIECES, TokenizerInfo, check_tokenizer
 from .write_errors import write_atomically
+
+GEMMA_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
 
 
 def sample_sentences(input_dir: str | Path, temperature: float, total_chars: int, seed: int, chunk_chars: int = 2000) -> Iterator[str]:
