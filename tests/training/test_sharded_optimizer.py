@@ -57,6 +57,7 @@ def sharded(rank: int, port: int, out: str) -> None:
     full = [p.full_tensor().detach() for p in m.parameters()]
     if rank == 0:
         torch.save(full, out)
+    dist.barrier()                 # both ranks leave together: a rank tearing gloo down alone has aborted its peer
     dist.destroy_process_group()
 
 
