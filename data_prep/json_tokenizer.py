@@ -28,8 +28,9 @@ class JsonTokenizer(Tokenizer):
         from tokenizers import Tokenizer as RustTokenizer
 
         try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-            self.tok = RustTokenizer.from_str(json.dumps(spec))
+            text = path.read_text(encoding="utf-8")
+            spec = json.loads(text)
+            self.tok = RustTokenizer.from_str(text)
         except Exception as e:           # the library's own errors are plain Exceptions
             raise ValueError(f"{path} is not a Hugging Face tokenizer.json ({type(e).__name__}: {e})") from None
         self.tok.no_truncation()
@@ -85,9 +86,12 @@ class JsonTokenizer(Tokenizer):
     def ordinary_ids(self) -> list[int]:
         s = self.specials
         excluded = {s.pad, s.eos, s.bos, s.unk, s.mask}
-        excluded |= {t["id"] for t in self.added.values() if t.get("special") or UNUSED.match(t["content"])}
+        excluded |= {t["id"] for t in self.added.values() if t.get("special")}
         excluded |= {i for token, i in self.vocab.items() if UNUSED.match(token)}
         return sorted(set(self.vocab.values()) - excluded)
+
+    def token(self, i: int) -> str:
+        return self.tok.id_to_token(i)
 
     def companion_files(self) -> list[Path]:
         return [self.path.parent / name for name in COMPANIONS if (self.path.parent / name).is_file()]

@@ -42,6 +42,9 @@ class SentencePieceTokenizer(Tokenizer):
         return [([p.id for p in proto.pieces], char_spans(text, proto.pieces))
                 for text, proto in zip(texts, self.sp.encode(texts, return_type="proto"))]
 
+    def token(self, i: int) -> str:
+        return self.sp.id_to_piece(i)
+
     def ordinary_ids(self) -> list[int]:
         sp = self.sp
         return [i for i in range(sp.get_piece_size())

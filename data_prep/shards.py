@@ -54,13 +54,13 @@ def place_tokenizer(tok: TokenizerInfo, out: Path) -> tuple[TokenizerInfo, list[
     tokenizer.json that declare its roles; checked by sha256 wherever it is read), so a copy or bucket sync of the
     folder is all a node needs. Returns the placed tokenizer and its companion files' names."""
     loaded = load_tokenizer(tok.path)
-    inside = out / loaded.file_name
+    inside, companions = out / loaded.file_name, loaded.companion_files()
     if not inside.exists() or file_sha256(inside) != tok.sha256:
         write_atomically(inside, Path(tok.path).read_bytes())
-    for companion in loaded.companion_files():
+    for companion in companions:
         if companion.resolve() != (out / companion.name).resolve():
             write_atomically(out / companion.name, companion.read_bytes())
-    return replace(tok, path=str(inside.resolve())), [c.name for c in loaded.companion_files()]
+    return replace(tok, path=str(inside.resolve())), [c.name for c in companions]
 
 
 def check_resumable(manifest: dict, out: Path, settings: ShardSettings, tok: TokenizerInfo) -> None:

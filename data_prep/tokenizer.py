@@ -71,6 +71,10 @@ class Tokenizer(ABC):
     def ordinary_ids(self) -> list[int]:
         """Ids MLM's random replacement may draw and masking may choose: no special, control or unused ones."""
 
+    @abstractmethod
+    def token(self, i: int) -> str:
+        """The piece or token of id `i`."""
+
     def companion_files(self) -> list[Path]:
         """Files beside it that say how transformers loads it; they travel with it into exports."""
         return []
@@ -80,13 +84,17 @@ class Tokenizer(ABC):
         return [s.bos, *first, s.eos] + ([*second, s.eos] if second is not None else [])
 
 
+def folder_tokenizer(folder: Path) -> Path | None:
+    """A model folder's tokenizer.model, else its tokenizer.json; None if it holds neither."""
+    return next((folder / name for name in FILE_NAMES if (folder / name).is_file()), None)
+
+
 def tokenizer_file(path: str | Path) -> Path:
     """The tokenizer file `path` names: the file itself, or a model folder's tokenizer.model / tokenizer.json."""
     path = Path(path)
     if path.is_dir():
-        for name in FILE_NAMES:
-            if (path / name).is_file():
-                return path / name
+        if found := folder_tokenizer(path):
+            return found
         raise ValueError(f"{path} holds neither {' nor '.join(FILE_NAMES)}; give the tokenizer file, or the model folder "
                          f"as it was released (with its tokenizer.json)")
     if not path.is_file():

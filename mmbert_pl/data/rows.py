@@ -20,10 +20,14 @@ def collate_rows(samples: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
+def used_tokens(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(rows, row_length) bool: the non-padding positions, those before each row's last boundary."""
+    return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] < cu_seqlens[:, -1:]
+
+
 def flatten_rows(input_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(flat ids, flat cu_seqlens, max document length) of the non-padding tokens, rows in order."""
-    used = cu_seqlens[:, -1]
-    keep = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] < used[:, None]
+    keep = used_tokens(input_ids, cu_seqlens)
     lengths = (cu_seqlens[:, 1:] - cu_seqlens[:, :-1]).flatten()
     lengths = lengths[lengths > 0]
     flat_cu = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from data_prep.json_tokenizer import JsonTokenizer
 from data_prep.sentencepiece_tokenizer import SentencePieceTokenizer
-from data_prep.tokenizer import load_tokenizer
+from data_prep.tokenizer import Tokenizer, load_tokenizer
 
 PROBE = "Welsh AMs worried about  'looking like muppets' — Ελληνικά 12345 ፊደል\n\ttabs  and  spaces "
 ROLES = ("pad", "eos", "bos", "unk", "mask")
@@ -44,15 +44,13 @@ def save_hf_tokenizer(tokenizer: str | Path, out_dir: Path) -> None:
     check_hf_tokenizer(out_dir, tok.path)
 
 
-def special_tokens(tok: SentencePieceTokenizer) -> dict[str, str]:
-    return {f"{role}_token": tok.sp.id_to_piece(getattr(tok.specials, role)) for role in ROLES if getattr(tok.specials, role) >= 0}
+def special_tokens(tok: Tokenizer) -> dict[str, str]:
+    return {f"{role}_token": tok.token(getattr(tok.specials, role)) for role in ROLES if getattr(tok.specials, role) >= 0}
 
 
-def plain_config(tok) -> dict:
+def plain_config(tok: Tokenizer) -> dict:
     """A tokenizer_config.json that loads tokenizer.json as it is, naming its special tokens."""
-    names = special_tokens(tok) if isinstance(tok, SentencePieceTokenizer) else {
-        f"{role}_token": tok.tok.id_to_token(getattr(tok.specials, role)) for role in ROLES if getattr(tok.specials, role) >= 0}
-    return {"tokenizer_class": "PreTrainedTokenizerFast", **names, "add_bos_token": True, "add_eos_token": True,
+    return {"tokenizer_class": "PreTrainedTokenizerFast", **special_tokens(tok), "add_bos_token": True, "add_eos_token": True,
             "clean_up_tokenization_spaces": False, "spaces_between_special_tokens": False}
 
 

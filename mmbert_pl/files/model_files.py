@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep.tokenizer import FILE_NAMES
+from data_prep.tokenizer import folder_tokenizer
 
 from mmbert_pl.files.checkpointing import is_sharded_checkpoint
 from mmbert_pl.files.hf import export_hf, import_hf
@@ -68,9 +68,8 @@ def find_tokenizer(paths: list[str | Path]) -> Path | None:
     a run directory holds it in its `hf/` export; its tokenizer.model first (what our runs trained with)."""
     for p in map(Path, paths):
         for folder in (p, p.parent / "hf", p.parent.parent / "hf"):
-            for name in FILE_NAMES:
-                if (folder / name).is_file():
-                    return folder / name
+            if found := folder_tokenizer(folder):
+                return found
     return None
 
 

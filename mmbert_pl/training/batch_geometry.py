@@ -50,6 +50,13 @@ class BatchGeometry:
         return max(1, round(tokens / self.tokens_per_step))
 
 
+def micro_batches_for(rows: int, processes: int) -> str:
+    """What to set so that micro-batch x processes divides `rows`: the largest micro-batches that do, or why none can."""
+    fits = [m for m in range(1, rows // processes + 1) if rows % (m * processes) == 0]
+    return (f"data.micro_batch={' or '.join(map(str, fits[-4:]))} gives it" if fits else
+            f"no micro-batch gives it on {processes} processes: use a number of processes that divides {rows}")
+
+
 def steps_for(budget: float, tokens_per_round: int, full_rounds: int, warmup_tokens: float, k_min: int) -> int:
     """Optimizer steps until the budget is reached, counting the smaller steps of the batch warmup."""
     from mmbert_pl.core.schedules import accumulation_at
@@ -77,10 +84,8 @@ def batch_geometry(cfg: DictConfig, row_length: int, round_rows: int | None = No
         budget = cfg.trainer.max_steps * accumulate * per_pass * row_length
     geo = BatchGeometry(row_length, micro, accumulate, devices, float(budget), 1, unit, warmup.share * budget, warmup.min_accumulate)
     if geo.warmup_active and unit % per_pass:
-        fits = [m for m in range(1, unit // devices + 1) if unit % (m * devices) == 0]
         raise ValueError(f"this run's batch warmup grows the batch in rounds of {unit} rows (its first launch's micro-batch x "
                          f"processes), which data.micro_batch x processes = {micro} x {devices} does not divide; "
-                         + (f"data.micro_batch={' or '.join(map(str, fits[-4:]))} does" if fits else
-                            f"use a number of processes that divides {unit}"))
+                         f"{micro_batches_for(unit, devices)}")
     max_steps = max(1, steps_for(budget, geo.tokens_per_round, geo.full_rounds, geo.warmup_tokens, geo.warmup_min_rounds))
     return BatchGeometry(row_length, micro, accumulate, devices, float(budget), max_steps, unit, geo.warmup_tokens, geo.warmup_min_rounds)

@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 from mmbert_pl.core.schedules import SHAPES
 
 from mmbert_pl.model.attention import BACKENDS
+from mmbert_pl.training.batch_geometry import micro_batches_for
 from mmbert_pl.model.config import CONFIGS
 
 
@@ -180,11 +181,8 @@ def layout_problem(rows: int | None, micro: int, processes: int) -> str:
     """Why `rows` per step cannot be laid out as micro-batches of `micro` on `processes`, and which micro-batches can."""
     if rows is None or rows <= 0:
         return f"data.global_batch_rows={rows} must be a positive number of rows"
-    fits = [m for m in range(1, rows // processes + 1) if rows % (m * processes) == 0]
-    fix = (f"data.micro_batch={' or '.join(map(str, fits[-4:]))} gives it" if fits else
-           f"no micro-batch gives it on {processes} processes: use a number of processes that divides {rows}")
     return (f"data.global_batch_rows={rows} is not a multiple of data.micro_batch x processes = {micro} x {processes} = "
-            f"{micro * processes}; {fix}")
+            f"{micro * processes}; {micro_batches_for(rows, processes)}")
 
 
 def validate(cfg: Any) -> None:

@@ -68,9 +68,10 @@ def read_initial_state(path: str | Path, model: EncoderConfig, tokenizer_sha256:
 
 def folder_tokenizer_sha256(path: Path) -> str | None:
     """The sha256 of the tokenizer a model folder ships (tokenizer.model, else tokenizer.json), None if it has none."""
-    from data_prep.tokenizer import FILE_NAMES, file_sha256
+    from data_prep.tokenizer import file_sha256, folder_tokenizer
 
-    return next((file_sha256(path / name) for name in FILE_NAMES if (path / name).is_file()), None)
+    found = folder_tokenizer(path)
+    return file_sha256(found) if found else None
 
 
 def check_same_model(path: Path, found: EncoderConfig | None, weights: dict[str, torch.Tensor], model: EncoderConfig) -> None:

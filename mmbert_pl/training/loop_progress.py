@@ -4,9 +4,6 @@ the epoch ends where the data does: with the old count Lightning would end the e
 loader) and start the next epoch's order mid-way through this one's rows."""
 from __future__ import annotations
 
-COUNTERS = ("ready", "started", "processed", "completed")
-
-
 def rescale_batch_progress(loops: dict, rows_before: int, rows_now: int) -> None:
     """In place: the training epoch loop's batch counters (and the logger's batch count) from loader batches of
     `rows_before` rows to batches of `rows_now` rows. `completed` keeps its lag behind `processed` (the save ran

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmbert_pl.data.rows import flatten_rows
+from mmbert_pl.data.rows import flatten_rows, used_tokens
 from mmbert_pl.model.documents import to_device
 from mmbert_pl.model.keyed_dropout import MASK32, hash32
 from mmbert_pl.training.masking import apply_mask, row_draws
@@ -35,7 +35,7 @@ def step_inputs(batch: dict, ratio: float, mask_id: int, random_pool: torch.Tens
     (`masking.ordinary_lookup`): the ids that may be masked; special and framing tokens stay as they are."""
     row_length = batch["input_ids"].shape[1]
     ids, cu, max_len = flatten_rows(batch["input_ids"], batch["cu_seqlens"])
-    used = torch.arange(row_length)[None, :] < batch["cu_seqlens"][:, -1:]
+    used = used_tokens(batch["input_ids"], batch["cu_seqlens"])
     u, picks = row_draws(seeds, row_length, len(random_pool))
     inputs, labels = apply_mask(ids, ratio, mask_id, random_pool, u[used], picks[used], ordinary[ids])
     keys = hash32((torch.tensor(seeds, dtype=torch.int64)[:, None] & MASK32) ^ torch.arange(row_length)[None, :])[used]
