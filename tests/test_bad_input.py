@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from data_prep.manifest import read_manifest
+from tests.in_process import command
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_input.md"
 SAMPLE = Path(__file__).resolve().parents[1] / "mmbert_pl" / "sample" / "ntrex"
-RUN = [sys.executable, "-m", "mmbert_pl.run", "trainer.progress_bar=false"]
+RUN = ["trainer.progress_bar=false"]
 
 
 def documented() -> dict[str, str]:
@@ -47,8 +48,14 @@ def test_every_documented_case_has_its_test() -> None:
     assert [c for c in documented() if f"test_{c}" not in names] == []
 
 
-def cli(cmd: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})}, **kw)
+def cli(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """A command in its own process (`cmd` starts with the program)."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+
+
+def run(args: list[str], env: dict, module: str = "mmbert_pl.run") -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS`, run in this process: what it prints, writes and exits with is what these cases check."""
+    return command(module, args, {**os.environ, **env})
 
 
 @pytest.fixture
@@ -77,21 +84,21 @@ def remount(disk: Path, options: str) -> None:
 
 
 def test_config_value(tmp_path: Path, runs: dict) -> None:
-    result = cli([*RUN, "data.global_batch_rows=3"], runs)
+    result = run([*RUN, "data.global_batch_rows=3"], runs)
     assert result.returncode == 2 and result.stderr.startswith("error: invalid config:")
     assert_documented("config_value", result.stderr)
     assert not (tmp_path / "runs").exists()
 
 
 def test_config_key(tmp_path: Path, runs: dict) -> None:
-    result = cli([*RUN, "trainer.max_step=5"], runs)
+    result = run([*RUN, "trainer.max_step=5"], runs)
     assert result.returncode == 1
     assert_documented("config_key", result.stderr)
     assert not (tmp_path / "runs").exists()
 
 
 def test_data_root_missing(tmp_path: Path, runs: dict) -> None:
-    result = cli([*RUN, f"data.root={tmp_path / 'nowhere'}"], runs)
+    result = run([*RUN, f"data.root={tmp_path / 'nowhere'}"], runs)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert_documented("data_root_missing", result.stderr)
     assert not (tmp_path / "runs").exists()
@@ -101,7 +108,7 @@ def test_data_root_random_bytes(tmp_path: Path, runs: dict) -> None:
     root = tmp_path / "shards"
     root.mkdir()
     (root / "manifest.json").write_bytes(bytes(range(256)) * 4)
-    result = cli([*RUN, f"data.root={root}"], runs)
+    result = run([*RUN, f"data.root={root}"], runs)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert_documented("data_root_random_bytes", result.stderr)
     assert str(root / "manifest.json") in result.stderr
@@ -117,7 +124,7 @@ def test_folder_in_use(tmp_path: Path, runs: dict, shard_dir: Path) -> None:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write(f"PID {os.getpid()} on host {socket.gethostname()}\n")
         held.flush()
-        result = cli([*RUN, f"data.root={shard_dir}"], runs)
+        result = run([*RUN, f"data.root={shard_dir}"], runs)
     assert result.returncode == 2
     assert_documented("folder_in_use", result.stderr)
     assert f"PID {os.getpid()} on host {socket.gethostname()}" in result.stderr
@@ -125,12 +132,11 @@ def test_folder_in_use(tmp_path: Path, runs: dict, shard_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_disk_full_training(small_disk: Path, runs: dict, shard_dir: Path) -> None:
     """Checkpoints of `tiny` are 5 MB: steps 4 and last.ckpt fit on 14 MB, the save at step 8 does not."""
     args = [*RUN, f"runs_dir={small_disk}", f"data.root={shard_dir}", "trainer.max_steps=12", "callbacks.checkpoint_every_n_steps=4",
             "callbacks.keep_last_checkpoints=3", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000"]
-    full = cli(args, runs)
+    full = run(args, runs)
     assert full.returncode == 2, full.stderr[-3000:]
     assert_documented("disk_full_training", full.stderr)
     assert full.stderr.count("error:") == 1 and "Traceback" not in full.stderr
@@ -139,14 +145,14 @@ def test_disk_full_training(small_disk: Path, runs: dict, shard_dir: Path) -> No
     for name in ("step0000004.ckpt", "last.ckpt"):
         assert torch.load(ckpts / name, map_location="cpu", weights_only=False)["global_step"] == 4
     remount(small_disk, "size=64m")
-    again = cli(args, runs)
+    again = run(args, runs)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout and "finished at step 12" in again.stdout
 
 
 def test_read_only_runs_dir(small_disk: Path, runs: dict, shard_dir: Path) -> None:
     remount(small_disk, "ro")
-    result = cli([*RUN, f"runs_dir={small_disk}", f"data.root={shard_dir}"], runs)
+    result = run([*RUN, f"runs_dir={small_disk}", f"data.root={shard_dir}"], runs)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-3000:]
     assert_documented("read_only_runs_dir", result.stderr)
 
@@ -160,7 +166,7 @@ def test_permission_denied(tmp_path: Path, runs: dict, shard_dir: Path) -> None:
     closed.chmod(0o555)
     drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
     drop = drop if os.geteuid() == 0 else []
-    result = cli([*drop, *RUN, f"runs_dir={closed}", f"data.root={shard_dir}"], runs)
+    result = cli([*drop, sys.executable, "-m", "mmbert_pl.run", *RUN, f"runs_dir={closed}", f"data.root={shard_dir}"], runs)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-3000:]
     assert_documented("permission_denied", result.stderr)
     assert os.listdir(closed) == []
@@ -233,7 +239,7 @@ def test_merge_out_not_empty(tmp_path: Path) -> None:
     out = tmp_path / "merged"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    result = cli([sys.executable, "-m", "mmbert_pl.merge", "average", "--models", "a.ckpt", "b.ckpt", "--out", str(out)])
+    result = run(["average", "--models", "a.ckpt", "b.ckpt", "--out", str(out)], {}, "mmbert_pl.merge")
     assert result.returncode == 2
     assert_documented("merge_out_not_empty", result.stderr)
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"

@@ -1,0 +1,54 @@
+"""A command run inside the test process: `python -m MODULE ARGS` without its 6-8 s of imports and interpreter
+teardown. For checks of what a command prints, writes and exits with; what only a process of its own shows
+(signals, kill -9, several ranks, the first import) stays with `tests.processes`."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import logging
+import os
+import runpy
+import subprocess
+import sys
+import traceback
+
+
+def command(module: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` under `env` (default: this process's), its exit code and output as a subprocess
+    gives them; this process's environment, argv, logging, signal handlers and Hydra state are as before after."""
+    import signal
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    root = logging.getLogger()
+    saved_logging = root.handlers[:], root.level
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        sys.argv = [module, *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if isinstance(e.code, str):       # what the interpreter prints for sys.exit("message")
+                    print(e.code, file=sys.stderr)
+            except Exception:                     # what an uncaught exception does to a process
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        root.handlers[:] = saved_logging[0]
+        root.setLevel(saved_logging[1])
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+        GlobalHydra.instance().clear()
+        gc.collect()          # a run's datasets let go of their shared memory before the next run opens the same shards
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
