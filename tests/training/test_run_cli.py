@@ -1,4 +1,5 @@
-"""`python -m mmbert_pl.run` end to end as a subprocess: the default run, resume/finish, config errors."""
+"""`python -m mmbert_pl.run` end to end: the default run in a process of its own (what a first-time user types: an
+empty cache, the warnings a fresh interpreter prints), then resume/finish, config errors and the plan in this process."""
 from __future__ import annotations
 
 import csv
@@ -12,11 +13,12 @@ import torch
 
 from callbacks.lr import LRSchedule
 from mmbert_pl.core.schedules import mask_ratio_at
+from tests.in_process import command
 
 
-def run_cli(*overrides: str, runs: Path, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMBERT_RUNS": str(runs), "MMBERT_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "-m", "mmbert_pl.run", *overrides], capture_output=True, text=True, env=env, timeout=900)
+def run_cli(*overrides: str, runs: Path, cache: Path, module: str = "mmbert_pl.run") -> subprocess.CompletedProcess:
+    """`python -m MODULE OVERRIDES`, run in this process."""
+    return command(module, list(overrides), {**os.environ, "MMBERT_RUNS": str(runs), "MMBERT_CACHE": str(cache)})
 
 
 @pytest.mark.slow
@@ -26,7 +28,8 @@ def test_default_run_trains_exports_and_reports_when_finished(tmp_path: Path) ->
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     short = ("trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.progress_bar=false", "callbacks.retrieval.every=null",
              "mask_ratio=null", "callbacks.mask.points=[[0,0.3],[1,0.1]]", "callbacks.checkpoint_every_n_steps=20")
-    first = run_cli(*short, runs=runs, cache=cache)
+    env = {**os.environ, "MMBERT_RUNS": str(runs), "MMBERT_CACHE": str(cache)}
+    first = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *short], capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = runs / "sample"
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
@@ -94,8 +97,7 @@ def test_data_root_without_manifest_is_an_error(tmp_path: Path) -> None:
 
 
 def test_plan_shows_the_cascade_without_training(tmp_path: Path, sample_cache: Path) -> None:
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.plan", "+stage=sample_cascade"], capture_output=True, text=True, env=env, timeout=600)
+    result = run_cli("+stage=sample_cascade", runs=tmp_path / "runs", cache=sample_cache, module="mmbert_pl.plan")
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "runs" / "tiny-sample_cascade"
     assert (run_dir / "plan.png").stat().st_size > 10_000 and not (run_dir / "checkpoints").exists()
@@ -109,9 +111,8 @@ def test_plan_shows_the_cascade_without_training(tmp_path: Path, sample_cache: P
 def test_plan_of_the_papers_run_over_its_token_counts_needs_no_shards(stage: str, languages: int, steps: str, tmp_path: Path) -> None:
     """Every stage of mmBERT base over language_counts.csv: its steps (2.3T / (4608 x 1024) with the batch warmup's
     smaller steps, ...), its languages (60 / 109 / 1833 + code), each with a share and epochs, and the PNG."""
-    env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs")}
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.plan", f"+stage={stage}", "model=base", "data=mmbert_counts"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = run_cli(f"+stage={stage}", "model=base", "data=mmbert_counts", runs=tmp_path / "runs", cache=tmp_path / "cache",
+                     module="mmbert_pl.plan")
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"= {steps} optimizer steps of 4608 rows" in result.stdout
     assert f"{stage} ({languages} languages)" in result.stdout
@@ -119,8 +120,10 @@ def test_plan_of_the_papers_run_over_its_token_counts_needs_no_shards(stage: str
     assert len(table) == languages and {row[0] for row in table} >= {"eng", "code"}
     assert abs(sum(float(row[2].rstrip("%")) for row in table) - 100) < 0.5 and max(float(row[3]) for row in table) > 0
     assert (tmp_path / "runs" / f"base-{stage}" / "plan.png").stat().st_size > 10_000
-    refused = subprocess.run([sys.executable, "-m", "mmbert_pl.run", "data=mmbert_counts"], capture_output=True, text=True,
-                             env=env, timeout=600)
+
+
+def test_a_corpus_given_by_its_counts_cannot_be_trained(tmp_path: Path) -> None:
+    refused = run_cli("data=mmbert_counts", runs=tmp_path / "runs", cache=tmp_path / "cache")
     assert refused.returncode == 2 and "training needs shards: data.root=" in refused.stderr
 
 
