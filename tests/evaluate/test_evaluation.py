@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from mmbert_pl.embeddings.embedding import batches_by_tokens, pooled
 from mmbert_pl.finetune.sequence_data import chunks, truncate_pair
 from mmbert_pl.embeddings.retrieval import accuracy_at_1, held_out, read_parallel, retrieval_scores
 from mmbert_pl.sample.prepare import SAMPLE_TEXT
+from tests.in_process import command
 
 
 def test_retrieval_accuracy_by_hand() -> None:
@@ -54,8 +54,7 @@ def test_bad_corpus_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_retrieval_cli_on_the_trained_default_run(trained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.evaluate", "retrieval", "--model", str(trained_run / "hf"),
-                             "--corpus", str(SAMPLE_TEXT), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = command("mmbert_pl.evaluate", ["retrieval", "--model", str(trained_run / "hf"), "--corpus", str(SAMPLE_TEXT), "--out", str(out)])
     assert result.returncode == 0, result.stderr
     assert "macro" in result.stdout and (out / "retrieval.png").stat().st_size > 10_000
     rows = [r for r in csv.DictReader(open(out / "retrieval.csv")) if r["language"] != "macro"]
@@ -71,8 +70,7 @@ def test_the_default_run_reads_context_beyond_token_frequencies(trained_run: Pat
     attention 0.114), so only the loss is held to it."""
     shards = next((trained_run.parents[1] / "cache").glob("sample2-v4096/shards-*"))
     out = tmp_path / "mlm"
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.evaluate", "mlm", "--model", str(trained_run / "hf"),
-                             "--data", str(shards), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = command("mmbert_pl.evaluate", ["mlm", "--model", str(trained_run / "hf"), "--data", str(shards), "--out", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["language"]: {k: float(v) for k, v in r.items() if k != "language"} for r in csv.DictReader(open(out / "mlm.csv"))}
     assert len(rows) == 41 and all(r["labels"] > 100 for r in rows.values())
@@ -90,9 +88,8 @@ def test_retrieval_callback_logs_per_language_during_training(trained_run: Path,
     assert all(r.get("retrieval/fao_Latn/to_eng_Latn") and r.get("retrieval/cmn_Hani/from_eng_Latn") for r in scored)
     shards = next((trained_run.parents[1] / "cache").glob("sample2-v4096/shards-*"))
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.evaluate", "retrieval", "--model", str(trained_run / "hf"),
-                             "--held-out-of", str(shards), "--corpus", str(SAMPLE_TEXT), "--max-tokens", "256", "--out", str(out)],
-                            capture_output=True, text=True, timeout=600)
+    result = command("mmbert_pl.evaluate", ["retrieval", "--model", str(trained_run / "hf"), "--held-out-of", str(shards),
+                                            "--corpus", str(SAMPLE_TEXT), "--max-tokens", "256", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     offline = {r["language"]: r for r in csv.DictReader(open(out / "retrieval.csv"))}
     logged = scored[-1]
@@ -103,9 +100,7 @@ def test_retrieval_callback_logs_per_language_during_training(trained_run: Path,
 
 
 def finetune(*overrides: str, out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMBERT_RUNS": str(out)}
-    return subprocess.run([sys.executable, "-m", "mmbert_pl.finetune", "progress_bar=false", *overrides],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return command("mmbert_pl.finetune", ["progress_bar=false", *overrides], {**os.environ, "MMBERT_RUNS": str(out)})
 
 
 @pytest.mark.slow

@@ -6,14 +6,14 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from statistics import median
 
+from tests.in_process import command
+
 
 def run(module: str, *args: str, env_runs: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMBERT_RUNS": str(env_runs)}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=900)
+    return command(module, list(args), {**os.environ, "MMBERT_RUNS": str(env_runs)})
 
 
 def test_seed_lr_sweep_and_its_report(trained_run: Path, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 
 from mmbert_pl.finetune.span_data import QAExample, make_windows, read_squad, sentence_task
 from mmbert_pl.finetune.squad_metrics import normalize_answer, qa_scores
+from tests.in_process import command
 
 
 def test_scores_are_the_official_squad_v2_ones() -> None:
@@ -96,9 +96,7 @@ def test_strided_windows_map_every_answer_back_to_its_characters(tokenizer_model
 
 
 def finetune(*overrides: str, out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMBERT_RUNS": str(out)}
-    return subprocess.run([sys.executable, "-m", "mmbert_pl.finetune", "head=span", "progress_bar=false", *overrides],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return command("mmbert_pl.finetune", ["head=span", "progress_bar=false", *overrides], {**os.environ, "MMBERT_RUNS": str(out)})
 
 
 SENTENCE_TASK = ("data.max_tokens=192", "data.stride=64", "data.batch_size=8", "dropout=0", "lr=1e-3", "epochs=6")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 
 from mmbert_pl.finetune.token_data import IGNORED, EncodedTags, TaggedSentence, read_tagged
 from mmbert_pl.finetune.token_metrics import entity_spans, token_scores
+from tests.in_process import command
 
 
 def test_entity_f1_is_seqeval_default_mode() -> None:
@@ -53,9 +53,7 @@ def test_tags_go_on_the_first_sub_token_of_each_word(tokenizer_model: Path) -> N
 
 
 def finetune(*overrides: str, out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MMBERT_RUNS": str(out)}
-    return subprocess.run([sys.executable, "-m", "mmbert_pl.finetune", "progress_bar=false", *overrides],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return command("mmbert_pl.finetune", ["progress_bar=false", *overrides], {**os.environ, "MMBERT_RUNS": str(out)})
 
 
 def test_codeswitching_task_beats_its_baseline_and_exports_to_transformers(trained_run: Path, tmp_path: Path) -> None:

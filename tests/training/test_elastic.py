@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import cli, launch, last_checkpoint, run_env, wait_exit, wait_until
+from tests import in_process, processes
+from tests.processes import launch, last_checkpoint, run_env, wait_exit, wait_until
 from tests.sample_logs import logged, rows_by_step
 from tests.training.reference_runs import DDP_ARGS
 from tests.weights import max_relative_difference
@@ -81,7 +82,8 @@ def test_a_stopped_run_resumes_on_another_layout(first: list[str], then: list[st
     logs = "trainer.log_every_n_steps=1"
     stopped = stop_at(2, [*DDP_ARGS, *first, "trainer.preemption_agree_every=1", logs], env, run_dir, tmp_path / "first.txt")
     assert 2 <= stopped < 10
-    resumed = cli([*DDP_ARGS, *then, logs], env, "the resumed run")
+    resume = processes.cli if then == TWO else in_process.cli         # one process: in this one
+    resumed = resume([*DDP_ARGS, *then, logs], env, "the resumed run")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert line in resumed.stdout
     reference = ddp_reference["one"]
@@ -97,7 +99,7 @@ def test_a_stopped_run_resumes_on_another_layout(first: list[str], then: list[st
 
 
 def test_a_layout_that_cannot_give_the_global_batch_is_refused(cache: Path, tmp_path: Path) -> None:
-    r = cli([*DDP_ARGS, "data.micro_batch=5"], run_env(tmp_path, cache), "a run with micro-batch 5")
+    r = in_process.cli([*DDP_ARGS, "data.micro_batch=5"], run_env(tmp_path, cache), "a run with micro-batch 5")
     assert r.returncode == 2 and r.stderr.count("\n") <= 2, r.stderr
     assert ("data.global_batch_rows=16 is not a multiple of data.micro_batch x processes = 5 x 1 = 5; "
             "data.micro_batch=2 or 4 or 8 or 16 gives it") in r.stderr
@@ -111,7 +113,7 @@ def test_a_sharded_fsdp_checkpoint_of_two_processes_resumes_on_one(ddp_reference
     sharded = [*DDP_ARGS, "trainer=cpu_fsdp", "trainer.checkpoint_format=sharded"]
     stopped = stop_at(2, [*sharded, "trainer.preemption_agree_every=1"], env, run_dir, tmp_path / "first.txt")
     assert 2 <= stopped < 10 and (run_dir / "checkpoints" / "last.ckpt").is_dir()
-    resumed = cli([*sharded, "trainer.devices=1"], env, "the FSDP run resumed on 1 process")
+    resumed = processes.cli([*sharded, "trainer.devices=1"], env, "the FSDP run resumed on 1 process")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "resuming on 1 process instead of 2: accumulation 2 instead of 1" in resumed.stdout
     reference = ddp_reference["one"]

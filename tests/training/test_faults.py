@@ -8,14 +8,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.processes import launch, run, run_env, wait_exit, wait_until
+from tests.in_process import command
+from tests.processes import launch, run_env, wait_exit, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,8 @@ QUIET = ["trainer.progress_bar=false", "trainer.val_check_interval=1000"]
 
 
 def run_cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "mmbert_pl.run", *args], f"mmbert_pl.run {' '.join(args)}", env=env)
+    """A run that is not signalled, in this process; what is signalled or killed is `launch`ed in a process of its own."""
+    return command("mmbert_pl.run", args, env)
 
 
 def group_ends(pgid: int, within: float) -> bool:
@@ -145,19 +146,20 @@ def test_metrics_keep_their_rows_across_preemption_and_resume(cache: Path, tmp_p
         keep = ("step", "train/loss", "val/loss")
         return [tuple(r.get(k, "") for k in keep) for r in csv.DictReader(open(run_dir / "logs" / "metrics.csv"))]
 
-    args = ["trainer.max_steps=60", "callbacks.checkpoint_every_n_steps=20", "callbacks.sample_log=true",
-            "trainer.progress_bar=false", "trainer.val_check_interval=30", "callbacks.retrieval.every=null"]
+    args = ["trainer.max_steps=30", "callbacks.checkpoint_every_n_steps=10", "callbacks.sample_log=true",
+            "trainer.progress_bar=false", "trainer.val_check_interval=15", "trainer.limit_val_batches=1",
+            "callbacks.retrieval.every=null"]
     whole = run_env(tmp_path / "whole", cache)
     assert run_cli(args, whole).returncode == 0
     env, run_dir = run_env(tmp_path / "cut", cache), tmp_path / "cut" / "runs" / "sample"
-    for n, (step, sig) in enumerate(((35, signal.SIGTERM), (47, signal.SIGKILL))):
+    for n, (step, sig) in enumerate(((17, signal.SIGTERM), (24, signal.SIGKILL))):
         log = tmp_path / f"log{n}.txt"
         proc = launch(args, env, log)
         wait_until(f"step {step}", lambda: steps_logged(run_dir) >= step, proc, log)
         os.killpg(proc.pid, sig)
         wait_exit(proc, f"the run sent {sig.name}")
         before = rows(run_dir)
-        assert any(r[2] for r in before), "the validation at step 30 is in the log"
+        assert any(r[2] for r in before), "the validation at step 15 is in the log"
     final = run_cli(args, env)
     assert final.returncode == 0, final.stderr[-3000:]
     got, want = rows(run_dir), rows(tmp_path / "whole" / "runs" / "sample")

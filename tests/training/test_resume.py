@@ -1,5 +1,6 @@
 """Crashes and preemption cost nothing: runs killed (SIGKILL), preempted (SIGUSR1, SIGTERM) and resumed by
-rerunning the same command end bitwise equal to an uninterrupted run and trained on the same rows."""
+rerunning the same command end bitwise equal to an uninterrupted run and trained on the same rows. What is killed
+or signalled is a process of its own; the runs it is compared with, and the reruns that resume, run in this process."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.processes import cli, finished, last_checkpoint, launch, run_env, wait_exit, wait_until
+from tests.in_process import cli
+from tests.processes import cli as process_cli, last_checkpoint, launch, run_env, wait_exit, wait_until
 from tests.sample_logs import logged, rows_by_step
 from tests.training.reference_runs import DDP_ARGS
 
@@ -125,7 +127,7 @@ def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(ddp_refe
     wait_for_step(proc, killed / "samples", 7, tmp_path / "ddp-log.txt")
     os.killpg(proc.pid, signal.SIGKILL)
     wait_exit(proc, "the killed DDP run")
-    resumed = cli([*DDP_ARGS, "trainer=cpu_ddp"], env, "the resumed DDP run")
+    resumed = process_cli([*DDP_ARGS, "trainer=cpu_ddp"], env, "the resumed DDP run")
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     for rank in (0, 1):
         assert (killed / "samples" / f"rank{rank}.tsv").read_text() == (two / "samples" / f"rank{rank}.tsv").read_text()

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 
 from mmbert_pl.training.config_schema import register, validate
+from tests.in_process import command
 
 register()
 
@@ -56,7 +56,7 @@ def test_small_brings_its_differences() -> None:
 
 
 def test_unknown_stage_lists_the_valid_ones() -> None:
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", "+stage=decay_typo"], capture_output=True, text=True)
+    result = command("mmbert_pl.run", ["+stage=decay_typo"])
     assert result.returncode != 0
     assert "decay_typo" in result.stderr and all(s in result.stderr for s in BASE)
 
@@ -72,8 +72,7 @@ def test_stage_chain_on_the_sample(tmp_path: Path, sample_cache: Path) -> None:
               ("decay_all", 8192, 160000.0, "data.global_batch_rows=1")]
     for stage, rows, theta, batch in stages:
         extra = [f"init_from={previous}"] if previous else []
-        result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"+stage={stage}", *common, batch, *extra],
-                                capture_output=True, text=True, env=env, timeout=900)
+        result = command("mmbert_pl.run", [f"+stage={stage}", *common, batch, *extra], env)
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"x {rows}\n" in result.stdout                         # "budget ... = N steps of R rows x <row length>"
         run_dir = tmp_path / "runs" / f"tiny-{stage}"
@@ -87,7 +86,7 @@ def test_stage_chain_on_the_sample(tmp_path: Path, sample_cache: Path) -> None:
 
 @pytest.mark.slow
 def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_moments(tmp_path: Path, sample_cache: Path) -> None:
-    """Three real runs of the CLI: A (3 steps), then B from A's last.ckpt (the default: weights and optimizer state)
+    """Three real runs of the CLI (in this process): A (3 steps), then B from A's last.ckpt (the default: weights and optimizer state)
     and W from it with init_weights_only=true, each 1 step on the same rows. Both compute the same gradient g at their
     first step (same weights, rows and masks). StableAdamW folds bias correction into the betas (b_t = (β^t - β) /
     (β^t - 1), so b_1 = 0 and m_W = g); B is at t = 4, so m_B = b1_4·m_A + (1 - b1_4)·m_W, and likewise for v.
@@ -98,8 +97,7 @@ def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_mom
     quiet = ["trainer.progress_bar=false", "callbacks.retrieval.every=null", "trainer.limit_val_batches=1"]
 
     def run(*overrides: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", *quiet, *overrides], capture_output=True,
-                                text=True, env=env, timeout=900)
+        result = command("mmbert_pl.run", [*quiet, *overrides], env)
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
@@ -131,8 +129,7 @@ def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_mom
 ])
 def test_init_from_another_model_shape_names_the_field(overrides: list[str], message: str, trained_run: Path, tmp_path: Path) -> None:
     env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(trained_run.parents[1] / "cache")}
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'checkpoints' / 'last.ckpt'}",
-                             "trainer.max_steps=1", *overrides], capture_output=True, text=True, env=env, timeout=600)
+    result = command("mmbert_pl.run", [f"init_from={trained_run / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=1", *overrides], env)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "runs").exists()                             # refused before the run folder is made
 
@@ -141,11 +138,10 @@ def test_init_from_a_hugging_face_folder_takes_its_weights_only(trained_run: Pat
     """An HF folder holds no optimizer state: asked for it, the run says so; with init_weights_only=true it trains
     from the folder's weights (the README's "Start from a released model")."""
     env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
-    cmd = [sys.executable, "-m", "mmbert_pl.run", f"init_from={trained_run / 'hf'}", "trainer.max_steps=1",
-           "callbacks.retrieval.every=null", "trainer.progress_bar=false"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    args = [f"init_from={trained_run / 'hf'}", "trainer.max_steps=1", "callbacks.retrieval.every=null", "trainer.progress_bar=false"]
+    result = command("mmbert_pl.run", args, env)
     assert result.returncode == 2 and "holds no optimizer state" in result.stderr and "init_weights_only=true" in result.stderr
-    result = subprocess.run([*cmd, "init_weights_only=true"], capture_output=True, text=True, env=env, timeout=600)
+    result = command("mmbert_pl.run", [*args, "init_weights_only=true"], env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"initialised weights from {trained_run / 'hf'}" in result.stdout, result.stdout[-2000:]
 
