@@ -48,4 +48,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from data_prep.quick_exit import freeze_at_exit
+
+    freeze_at_exit()
     main()

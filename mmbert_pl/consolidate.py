@@ -85,4 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from data_prep.quick_exit import freeze_at_exit
+
+    freeze_at_exit()
     sys.exit(main())

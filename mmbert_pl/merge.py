@@ -166,4 +166,7 @@ def merge(args: argparse.Namespace) -> None:
     print(f"merged {len(args.models)} models ({args.method}) -> {ckpt} and {hf}")
 
 if __name__ == "__main__":
+    from data_prep.quick_exit import freeze_at_exit
+
+    freeze_at_exit()
     main()

@@ -348,4 +348,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from data_prep.quick_exit import freeze_at_exit
+
+    freeze_at_exit()
     main()

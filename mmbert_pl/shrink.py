@@ -106,4 +106,7 @@ def shrink_files(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    from data_prep.quick_exit import freeze_at_exit
+
+    freeze_at_exit()
     main()
