@@ -50,20 +50,17 @@ def sample_cache(prepared_sample: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, prepared_sample: Path) -> Path:
-    """The README's main job, `python -m mmbert_pl.run` with no overrides (300 steps of `tiny`), run once:
-    its run directory (checkpoints/last.ckpt, hf/ with the tokenizer) feeds the model-tool tests."""
+    """The README's main job, `python -m mmbert_pl.run` with no overrides (300 steps of `tiny`), run once in this
+    process: its run directory (checkpoints/last.ckpt, hf/ with the tokenizer) feeds the model-tool tests."""
     import os
     import shutil
-    import subprocess
-    import sys
+
+    from tests.in_process import finished
 
     base = tmp_path_factory.mktemp("trained")
     shutil.copytree(prepared_sample, base / "cache")
     env = {**os.environ, "MMBERT_RUNS": str(base / "runs"), "MMBERT_CACHE": str(base / "cache")}
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.run", "trainer.progress_bar=false"],
-                            capture_output=True, text=True, env=env, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return base / "runs" / "sample"
+    return finished(["trainer.progress_bar=false"], env, "the main job")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,13 +5,13 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from data_prep.shards import ShardSettings, build_shards
 from data_prep.tokenizer import load_tokenizer
+from tests.in_process import command
 from tests.released_folders import modernbert_tokenizer, mmbert_tokenizer, released_folder
 
 TEXTS = ["Welsh AMs worried about 'looking like muppets'", "Ελληνικά 12345 ፊደል", "Þetta er stutt setning á íslensku.",
@@ -67,13 +67,14 @@ def test_a_folder_without_a_tokenizer_is_refused(tmp_path: Path) -> None:
     """A tokenizer without mask, pad or framing: tests/test_bad_input.py::test_tokenizer_without_roles."""
     with pytest.raises(ValueError, match="holds neither tokenizer.model nor tokenizer.json"):
         load_tokenizer(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "data_prep.tokenizer", "check", str(tmp_path)], capture_output=True, text=True)
+    r = command("data_prep.tokenizer", ["check", str(tmp_path)])
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "holds neither" in r.stderr
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in `cwd`, run in this process."""
     env = {**os.environ, "MMBERT_RUNS": str(cwd / "runs"), "MMBERT_CACHE": str(cwd / "cache")}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    return command(module, list(args), env, cwd)
 
 
 def mlm_loss(csv_path: Path) -> float:

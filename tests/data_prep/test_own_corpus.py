@@ -15,6 +15,7 @@ import pytest
 
 from data_prep.manifest import read_manifest
 from tests.processes import run, run_env
+from tests.in_process import command
 
 FINEWEB2 = ["eng_Latn", "rus_Cyrl", "cmn_Hani", "hin_Deva", "tir_Ethi", "fao_Latn"]
 SMALL = ["isl_Latn", "kan_Knda", "uig_Arab", "bel_Cyrl"]          # ~60 documents each, as the decay's small languages
@@ -99,8 +100,7 @@ def test_every_label_is_built_with_validation_rows_and_every_split_opens(own_sha
 def test_training_on_the_moved_folder_with_the_default_config(own_shards: tuple[Path, Path], tmp_path: Path) -> None:
     _, shards = own_shards
     env = run_env(tmp_path, tmp_path / "cache")
-    r = run([sys.executable, "-m", "mmbert_pl.run", f"data.root={shards}", "trainer.max_steps=4", "trainer.progress_bar=false"],
-            "training on the moved shards", env=env)
+    r = command("mmbert_pl.run", [f"data.root={shards}", "trainer.max_steps=4", "trainer.progress_bar=false"], env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     labels = sorted(read_manifest(shards)["languages"])
     assert f"every label ({len(labels)} languages)" in r.stdout
@@ -113,16 +113,14 @@ def test_training_on_the_moved_folder_with_the_default_config(own_shards: tuple[
     # The run knows its data by content: the folder synced elsewhere is the same data (another one would be refused).
     copy = tmp_path / "synced"
     shutil.copytree(shards, copy)
-    again = run([sys.executable, "-m", "mmbert_pl.run", f"data.root={copy}", "trainer.max_steps=4", "trainer.progress_bar=false"],
-                "the same run on a copy of the shards", env=env)
+    again = command("mmbert_pl.run", [f"data.root={copy}", "trainer.max_steps=4", "trainer.progress_bar=false"], env)
     assert again.returncode == 0 and "already finished at step 4" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
 
 
 def test_a_named_set_says_what_it_leaves_out(own_shards: tuple[Path, Path], tmp_path: Path) -> None:
     _, shards = own_shards
     env = run_env(tmp_path, tmp_path / "cache")
-    r = run([sys.executable, "-m", "mmbert_pl.plan", f"data.root={shards}", "data.languages=pretrain", "trainer.max_steps=4"],
-            "a plan over the pretrain set", env=env)
+    r = command("mmbert_pl.plan", [f"data.root={shards}", "data.languages=pretrain", "trainer.max_steps=4"], env)
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(x for x in r.stdout.splitlines() if "leaves out" in x)
     # pretrain (60 languages + code) has English, Russian, Chinese, Hindi and the code stream, not the others.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.in_process import command
 from tests.processes import run, run_env
 
 BUCKET = "mmbert-shards"
@@ -68,10 +69,10 @@ def test_upload_publishes_the_whole_folder(s3: dict, published: str) -> None:
 def test_training_reads_the_bucket_into_a_node_local_cache(s3: dict, published: str, tmp_path: Path) -> None:
     cache = tmp_path / "node-local"
     env = {**run_env(tmp_path, tmp_path / "cache"), **s3}
-    args = [sys.executable, "-m", "mmbert_pl.run", f"data.remote={published}", f"data.root={cache}", "trainer.max_steps=4",
+    args = [f"data.remote={published}", f"data.root={cache}", "trainer.max_steps=4",
             "data.micro_batch=4", "callbacks.language_milestones=[[0.5,[eng_Latn,rus_Cyrl]]]", "callbacks.retrieval.every=1.0",
             "trainer.progress_bar=false"]
-    r = run(args, "training from the bucket", env=env)
+    r = command("mmbert_pl.run", args, env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (cache / "manifest.json").exists() and (cache / "tokenizer.model").exists()
     assert list(cache.glob("eng_Latn/train/shard.*.mds*")) and (cache / "tir_Ethi" / "heldout.jsonl").exists()
@@ -90,8 +91,7 @@ def test_a_bad_remote_gives_one_clear_error(case: str, s3: dict, published: str,
     else:
         env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
         expected = "no valid credentials"
-    r = run([sys.executable, "-m", "mmbert_pl.run", f"data.remote={remote}", f"data.root={tmp_path / 'node-local'}",
-             "trainer.max_steps=2"], case, env=env)
+    r = command("mmbert_pl.run", [f"data.remote={remote}", f"data.root={tmp_path / 'node-local'}", "trainer.max_steps=2"], env)
     assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert not (tmp_path / "runs").exists()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import run, run_env
+from tests.in_process import command
 
 
 def damaged_copy(shard_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -56,9 +57,8 @@ def test_verify_names_each_bad_file_and_the_fix(shard_dir: Path, tmp_path: Path)
 @pytest.mark.slow
 def test_training_stops_at_a_damaged_shard_naming_it(shard_dir: Path, tmp_path: Path) -> None:
     root, damaged = damaged_copy(shard_dir, tmp_path)
-    result = run([sys.executable, "-m", "mmbert_pl.run", f"data.root={root}", "data.languages=[deu_Latn]", "trainer.max_steps=2",
-                  "callbacks.retrieval.every=null", "trainer.progress_bar=false"], "training on a damaged shard",
-                 env=run_env(tmp_path, tmp_path / "cache"))
+    result = command("mmbert_pl.run", [f"data.root={root}", "data.languages=[deu_Latn]", "trainer.max_steps=2",
+                                       "callbacks.retrieval.every=null", "trainer.progress_bar=false"], run_env(tmp_path, tmp_path / "cache"))
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: {damaged} is damaged (its xxh64 is not the one its index.json records): copy it again from "

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from mmbert_pl.merge import exponential_weights, ties, weighted_average
 from mmbert_pl.model import MMBertForMaskedLM, named_config
 from mmbert_pl.files.model_files import read_state, write_model
 from tests.random_weights import randomise_every_parameter
+from tests.in_process import command
 
 
 def test_weighted_average_and_exponential_weights_by_hand() -> None:
@@ -85,7 +85,7 @@ def test_merging_identical_models_returns_that_model() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmbert_pl.merge", *args], capture_output=True, text=True, timeout=300)
+    return command("mmbert_pl.merge", list(args))
 
 
 def test_merge_cli_writes_a_checkpoint_and_an_hf_export_that_loads(tmp_path: Path, tokenizer_model: Path) -> None:

@@ -1,8 +1,6 @@
 """python -m mmbert_pl.shrink: strided sampling of a trained model keeps much of what it learned."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from mmbert_pl.model.config import BASE, SMALL
 from mmbert_pl.files.model_files import read_model
 from mmbert_pl.shrink import check_shrinkable, shrink, shrink_state
 from tests.shard_rows import rows_of
+from tests.in_process import command
 
 
 def test_base_to_small_is_the_recipe_relation() -> None:
@@ -57,8 +56,7 @@ def mlm_loss(model: MMBertForMaskedLM, rows: list[torch.Tensor]) -> float:
 def test_shrunk_trained_model_is_far_better_than_random(trained_run: Path, tmp_path: Path) -> None:
     source = trained_run / "checkpoints" / "last.ckpt"
     out = tmp_path / "narrow"
-    result = subprocess.run([sys.executable, "-m", "mmbert_pl.shrink", "--model", str(source), "--to", "tiny",
-                             "--set", "hidden_size=32", "num_heads=2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    result = command("mmbert_pl.shrink", ["--model", str(source), "--to", "tiny", "--set", "hidden_size=32", "num_heads=2", "--out", str(out)])
     assert result.returncode == 0, result.stderr
     narrow = read_model(out / "model.ckpt")
     assert (narrow.cfg.hidden_size, narrow.cfg.num_heads, narrow.cfg.num_layers) == (32, 2, 4)

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import in_process
 from tests.processes import cli, finished, last_checkpoint, launch, remove_streaming_memory_of, run_env, wait_exit, wait_until
 from tests.sample_logs import logged
 from tests.weights import max_relative_difference, relative
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["data.global_batch_rows=16", "trainer.max_steps=30", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=5",
-        "callbacks.retrieval.every=0.5", "trainer.val_check_interval=15", "trainer.limit_val_batches=2",
+ARGS = ["data.global_batch_rows=16", "trainer.max_steps=16", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=4",
+        "callbacks.retrieval.every=0.5", "trainer.val_check_interval=8", "trainer.limit_val_batches=2",
         "trainer.progress_bar=false"]
 
 
@@ -61,7 +62,7 @@ def test_fsdp_trains_what_ddp_trains(runs: dict[str, Path]) -> None:
     for rank in (0, 1):
         assert (fsdp / "samples" / f"rank{rank}.tsv").read_text() == (ddp / "samples" / f"rank{rank}.tsv").read_text()
     a, b = last_checkpoint(ddp), last_checkpoint(fsdp)
-    assert a["global_step"] == b["global_step"] == 30 and a["loops"] == b["loops"]
+    assert a["global_step"] == b["global_step"] == 16 and a["loops"] == b["loops"]
     assert all(not hasattr(v, "device_mesh") for v in b["state_dict"].values())     # consolidated, plain tensors
     assert max_relative_difference(a["state_dict"], b["state_dict"]) < WEIGHTS_BOUND
     # weight-decay groups of the original parameters, and StableAdamW's clip over whole tensors: the moments agree
@@ -98,9 +99,9 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
         remove_streaming_memory_of(sample_cache)       # a SIGKILLed run leaves it in /dev/shm
         return log.read_text()
 
-    killed_after(17, [*ARGS, "trainer=cpu_fsdp"], "consolidated")
-    assert "resuming from" in killed_after(23, sharded, "sharded")
-    assert (ckpts / "step0000015.ckpt").is_file() and (ckpts / "step0000020.ckpt").is_dir()
+    killed_after(9, [*ARGS, "trainer=cpu_fsdp"], "consolidated")
+    assert "resuming from" in killed_after(13, sharded, "sharded")
+    assert (ckpts / "step0000008.ckpt").is_file() and (ckpts / "step0000012.ckpt").is_dir()
     resume_from = newest_checkpoint(ckpts)
     assert resume_from is not None and resume_from.is_dir()                  # the third launch reads a sharded folder
     resumed = cli(sharded, env, "the resumed FSDP run")
@@ -115,28 +116,29 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
     for rank in (0, 1):
         assert (run_dir / "samples" / f"rank{rank}.tsv").read_text() == (runs["fsdp"] / "samples" / f"rank{rank}.tsv").read_text()
 
-    assert (ckpts / "step0000030.ckpt").is_dir() and not list(ckpts.glob("*.tmp"))
+    assert (ckpts / "step0000016.ckpt").is_dir() and not list(ckpts.glob("*.tmp"))
     with pytest.raises(ValueError, match="python -m mmbert_pl.consolidate"):
-        load_checkpoint(ckpts / "step0000030.ckpt")
-    out = cli(["--out", str(tmp_path / "step30.ckpt"), str(ckpts / "step0000030.ckpt")], env, "consolidate", module="mmbert_pl.consolidate")
+        load_checkpoint(ckpts / "step0000016.ckpt")
+    out = in_process.cli(["--out", str(tmp_path / "step16.ckpt"), str(ckpts / "step0000016.ckpt")], env, "consolidate",
+                         module="mmbert_pl.consolidate")
     assert out.returncode == 0, out.stderr[-3000:]
     consolidated, reference = (torch.load(p, map_location="cpu", weights_only=False)
-                               for p in (tmp_path / "step30.ckpt", runs["fsdp"] / "checkpoints" / "step0000030.ckpt"))
-    assert consolidated.keys() == reference.keys() and consolidated["global_step"] == reference["global_step"] == 30
+                               for p in (tmp_path / "step16.ckpt", runs["fsdp"] / "checkpoints" / "step0000016.ckpt"))
+    assert consolidated.keys() == reference.keys() and consolidated["global_step"] == reference["global_step"] == 16
     assert max_relative_difference(consolidated["state_dict"], reference["state_dict"]) == 0
     ours, theirs = consolidated["optimizer_states"][0], reference["optimizer_states"][0]
     assert param_groups(ours) == param_groups(theirs) and ours["state"].keys() == theirs["state"].keys()
     assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(theirs["state"][i][k])) for i, s in ours["state"].items() for k, v in s.items())
     # in place: the folder becomes the file, with its modification time (the resume order stays)
-    before = (ckpts / "step0000025.ckpt").stat().st_mtime
-    assert cli([str(ckpts / "step0000025.ckpt")], env, "consolidate in place", module="mmbert_pl.consolidate").returncode == 0
-    assert (ckpts / "step0000025.ckpt").is_file() and checkpoint_problem(ckpts / "step0000025.ckpt", 25) is None
-    assert abs((ckpts / "step0000025.ckpt").stat().st_mtime - before) < 2
+    before = (ckpts / "step0000012.ckpt").stat().st_mtime
+    assert in_process.cli([str(ckpts / "step0000012.ckpt")], env, "consolidate in place", module="mmbert_pl.consolidate").returncode == 0
+    assert (ckpts / "step0000012.ckpt").is_file() and checkpoint_problem(ckpts / "step0000012.ckpt", 12) is None
+    assert abs((ckpts / "step0000012.ckpt").stat().st_mtime - before) < 2
     # a sharded save cut short (no meta.pt) is passed over, named
-    shutil.copytree(ckpts / "step0000030.ckpt", ckpts / "step0000035.ckpt")
-    (ckpts / "step0000035.ckpt" / "meta.pt").unlink()
-    assert "did not finish" in checkpoint_problem(ckpts / "step0000035.ckpt")
-    assert newest_checkpoint(ckpts) != ckpts / "step0000035.ckpt"
+    shutil.copytree(ckpts / "step0000016.ckpt", ckpts / "step0000020.ckpt")
+    (ckpts / "step0000020.ckpt" / "meta.pt").unlink()
+    assert "did not finish" in checkpoint_problem(ckpts / "step0000020.ckpt")
+    assert newest_checkpoint(ckpts) != ckpts / "step0000020.ckpt"
 
 
 def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[str, Path], tmp_path: Path, sample_cache: Path) -> None:
@@ -148,4 +150,4 @@ def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[s
     assert max_relative_difference(got["ddp"]["state_dict"], got["fsdp"]["state_dict"]) < WEIGHTS_BOUND
     ma, mb = (moments_by_place(got[k]["optimizer_states"][0]) for k in ("ddp", "fsdp"))
     assert moments_difference(ma, mb) < MOMENTS_BOUND
-    assert all(s["step"] == 34 for s in got["fsdp"]["optimizer_states"][0]["state"].values())
+    assert all(s["step"] == 20 for s in got["fsdp"]["optimizer_states"][0]["state"].values())

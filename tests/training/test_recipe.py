@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.processes import run
+from tests.in_process import command
 from tests.weights import max_relative_difference
 
 STAGES = ["pretrain", "ext", "decay_eng", "decay_cont", "decay_all"]
@@ -28,8 +27,9 @@ def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_pa
     from mmbert_pl.files.hf import export_problem
 
     env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
-    cmd = [sys.executable, "-m", "mmbert_pl.recipe", "budget_scale=2e-7"]    # pretrain 57 steps, ext 8, each decay 2
-    first = run(cmd, "the miniature recipe", env=env)
+    # pretrain 57 steps, ext 8, each decay 2; validation on one batch per language (each stage validates at its end)
+    args = ["budget_scale=2e-7", "trainer.limit_val_batches=1"]
+    first = command("mmbert_pl.recipe", args, env)       # the recipe here; each stage and the merge in a process of its own
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     folder = tmp_path / "runs" / "recipe"
     steps = {name: json.loads((folder / name / "finished.json").read_text())["step"] for name in STAGES}
@@ -56,7 +56,7 @@ def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_pa
     assert (folder / "report.png").stat().st_size > 10_000
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")}
 
-    again = run(cmd, "the miniature recipe again", env=env)
+    again = command("mmbert_pl.recipe", args, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already finished at step") == 5 and "initialised weights" not in again.stdout
     assert "== merge: " in again.stdout and "is there already" in again.stdout and "== MLM of" not in again.stdout
@@ -68,6 +68,6 @@ def test_the_recipe_refuses_keys_it_sets_itself_and_unknown_recipes(tmp_path: Pa
     for arg, message in [("init_from=x.ckpt", "the recipe sets init_from for each stage itself"),
                          ("recipe=nope", "recipe=nope: choose one of ['miniature', 'mmbert']"),
                          ("stage_roots.decay=/d", "no stage named ['decay']")]:
-        result = run([sys.executable, "-m", "mmbert_pl.recipe", arg], f"recipe {arg}", env=env)
+        result = command("mmbert_pl.recipe", [arg], env)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "runs").exists()

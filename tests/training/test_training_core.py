@@ -199,7 +199,8 @@ def test_validation_counts_optimizer_steps_and_never_splits_an_accumulation(shar
                 seen.append((trainer.global_step, pl_module.micro_index))
 
         budget = round_tokens * (6 + 3 * (steps - 3))
-        dm = MixtureDataModule(str(shard_dir), "pretrain", 0.7, budget, micro_batch=4, step_tokens=3 * round_tokens)
+        # two languages: each validation is one batch per language, and when it runs is what is checked
+        dm = MixtureDataModule(str(shard_dir), ["eng_Latn", "deu_Latn"], 0.7, budget, micro_batch=4, step_tokens=3 * round_tokens)
         module = MLMModule(named_config("tiny"), random_pool=ordinary_ids(tokenizer_model), val_languages=dm.val_labels(),
                            attn_backend="sdpa", accumulate=3)
         extra = [ValidationCadence(4)] if cadence else []
