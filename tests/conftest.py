@@ -63,6 +63,21 @@ def trained_run(tmp_path_factory, prepared_sample: Path) -> Path:
     return finished(["trainer.progress_bar=false"], env, "the main job")
 
 
+@pytest.fixture(autouse=True)
+def fast_tests_train_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast subset (`-m "not slow"`) trains nothing: a test without the slow mark that fits a Trainer in this
+    process (a command run by tests.in_process included) fails, naming the mark. Processes of their own are
+    checked by tests/test_slow_marks.py."""
+    if request.node.get_closest_marker("slow"):
+        return
+    from lightning.pytorch import Trainer
+
+    def refused(*args, **kwargs) -> None:
+        raise AssertionError(f"{request.node.nodeid} trains: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(Trainer, "fit", refused)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that needs the trained default run is slow (the run takes a minute or more), marked or not."""
     for item in items:

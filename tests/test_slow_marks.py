@@ -1,5 +1,6 @@
 """The fast subset (`-m "not slow"`) trains nothing: a test that fits a Trainer or runs a training CLI to its end
-(`finished`, `launch`) carries `@pytest.mark.slow` (tests taking `trained_run` are marked by conftest)."""
+(`finished`, `launch`) carries `@pytest.mark.slow` (tests taking `trained_run` are marked by conftest). Read from the
+source here; conftest's `fast_tests_train_nothing` also fails an unmarked test whose Trainer fits in the test process."""
 from __future__ import annotations
 
 import ast
