@@ -4,8 +4,9 @@ Runs every stage of `conf/recipe/<recipe>.yaml` as its own `python -m mmbert_pl.
 stage's last.ckpt, with its optimizer state), TIES-merges the decays against the end of ext, evaluates every
 stage's export and the merge (per-language MLM loss, retrieval), and writes `<runs>/<name>/report.md` and
 `report.png`. Overrides go to every stage (`model=small`, `trainer=gpu`, `data.root=...`); `stage_roots.NAME=DIR`
-gives one stage its own shards. Run again, it resumes what is unfinished and skips what is done: a finished
-stage reports so, a merge or evaluation whose files are there is not redone.
+gives one stage its own shards. Run again, it resumes what is unfinished and skips what is done: a stage that
+this very command finished reports so without starting its process, a merge or evaluation whose files are there is
+not redone. The merge and the evaluations run in the recipe's own process.
 """
 from __future__ import annotations
 
@@ -63,12 +64,13 @@ class Recipe:
         if code:
             raise SystemExit(f"recipe stopped: {what} exited with {code} (rerun the same command to resume)")
 
-    def evaluate_here(self, what: str, args: list[str]) -> None:
-        """`python -m mmbert_pl.evaluate ARGS`, run in this process: a process of its own would spend most of its
-        time importing what this one has (12 of them for the miniature recipe). Shown and recorded as that command."""
-        from mmbert_pl.evaluate.cli import main
+    def here(self, what: str, module: str, args: list[str]) -> None:
+        """`python -m MODULE ARGS` (evaluate or merge), run in this process: a process of its own would spend most of
+        its time importing what this one has (13 of them for the miniature recipe). Shown and recorded as that command."""
+        from importlib import import_module
 
-        shown = " ".join(shlex.quote(c) for c in ["python", "-m", "mmbert_pl.evaluate", *args])
+        main = import_module("mmbert_pl.evaluate.cli" if module == "mmbert_pl.evaluate" else module).main
+        shown = " ".join(shlex.quote(c) for c in ["python", "-m", module, *args])
         self.commands.append(shown)
         print(f"\n== {what}: {shown}", flush=True)
         try:
@@ -76,6 +78,17 @@ class Recipe:
         except SystemExit as e:
             if e.code:
                 raise SystemExit(f"recipe stopped: {what} exited with {e.code} (rerun the same command to resume)") from None
+
+    def finished_with(self, name: str, args: list[str]) -> dict | None:
+        """finished.json of stage `name` when its run was this very command (the overrides its .hydra/ recorded) and
+        its results still load: what the stage's own process would find, without starting one (and its ranks)."""
+        from mmbert_pl.run import finished_result
+
+        folder = self.stage_dir(name)
+        recorded = folder / ".hydra" / "overrides.yaml"
+        if not recorded.is_file() or list(OmegaConf.load(recorded)) != args:
+            return None
+        return finished_result(folder / "finished.json")
 
     def stage_dir(self, name: str) -> Path:
         return self.folder / name
@@ -87,7 +100,14 @@ class Recipe:
                 args.append(f"init_from={self.stage_dir(stage['from']) / 'checkpoints' / 'last.ckpt'}")
             if stage.name in self.roots:
                 args.append(f"data.root={self.roots[stage.name]}")
-            self.run(f"stage {stage.name}", [sys.executable, "-m", "mmbert_pl.run", *args, *self.overrides])
+            args += self.overrides
+            done = self.finished_with(stage.name, args)
+            if done is None:
+                self.run(f"stage {stage.name}", [sys.executable, "-m", "mmbert_pl.run", *args])
+                continue
+            self.commands.append(" ".join(shlex.quote(c) for c in ["python", "-m", "mmbert_pl.run", *args]))
+            print(f"\n== stage {stage.name}: already finished at step {done['step']} by this command: checkpoint "
+                  f"{done['checkpoint']}, Hugging Face export {done['hf_export']}", flush=True)
 
     def finished(self, name: str) -> dict:
         return json.loads((self.stage_dir(name) / "finished.json").read_text())
@@ -100,8 +120,8 @@ class Recipe:
             print(f"\n== merge: {out} is there already")
             return out
         models = [self.finished(n)["checkpoint"] for n in m.models]
-        self.run("merge", [sys.executable, "-m", "mmbert_pl.merge", m.method, "--base", self.finished(m.base)["checkpoint"],
-                           "--models", *models, "--density", str(m.density), "--out", str(out), "--overwrite"])
+        self.here("merge", "mmbert_pl.merge", [m.method, "--base", self.finished(m.base)["checkpoint"], "--models", *models,
+                                               "--density", str(m.density), "--out", str(out), "--overwrite"])
         return out
 
     def evaluate(self, models: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -114,10 +134,10 @@ class Recipe:
         for name, model in models.items():
             out = self.folder / "eval" / name
             if not (out / "mlm.csv").is_file():
-                self.evaluate_here(f"MLM of {name}", ["mlm", "--model", model, "--data", data, "--out", str(out),
+                self.here(f"MLM of {name}", "mmbert_pl.evaluate", ["mlm", "--model", model, "--data", data, "--out", str(out),
                                                       "--mask-ratio", str(e.mask_ratio), "--max-rows", str(e.max_rows)])
             if not (out / "retrieval.csv").is_file():
-                self.evaluate_here(f"retrieval of {name}", ["retrieval", "--model", model, "--corpus", corpus, "--held-out-of",
+                self.here(f"retrieval of {name}", "mmbert_pl.evaluate", ["retrieval", "--model", model, "--corpus", corpus, "--held-out-of",
                                                             data, "--out", str(out), "--max-tokens", str(e.max_tokens)])
             scores[name] = {**macro(out / "mlm.csv", {"loss": "mlm_loss", "accuracy": "mlm_accuracy"}),
                             **macro(out / "retrieval.csv", {"mean": "retrieval_acc@1"})}
