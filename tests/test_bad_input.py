@@ -135,7 +135,7 @@ def test_folder_in_use(tmp_path: Path, runs: dict, shard_dir: Path) -> None:
 def test_disk_full_training(small_disk: Path, runs: dict, shard_dir: Path) -> None:
     """Checkpoints of `tiny` are 5 MB: steps 4 and last.ckpt fit on 14 MB, the save at step 8 does not."""
     args = [*RUN, f"runs_dir={small_disk}", f"data.root={shard_dir}", "trainer.max_steps=12", "callbacks.checkpoint_every_n_steps=4",
-            "callbacks.keep_last_checkpoints=3", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000"]
+            "callbacks.keep_last_checkpoints=3", "callbacks.retrieval.every=null", "trainer.limit_val_batches=0"]
     full = run(args, runs)
     assert full.returncode == 2, full.stderr[-3000:]
     assert_documented("disk_full_training", full.stderr)

@@ -1,5 +1,6 @@
 """Arguments of the reference runs shared by several training test modules (fixtures in conftest.py)."""
 
-# 12 steps of 16 rows; a checkpoint every 2 steps and the sample ids of every micro-batch, for resume tests.
+# 12 steps of 16 rows; a checkpoint every 2 steps and the sample ids of every micro-batch, for resume tests; no
+# validation or retrieval (what these runs are compared on is rows, weights and moments).
 DDP_ARGS = ["data.global_batch_rows=16", "trainer.max_steps=12", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=2",
-            "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
+            "callbacks.retrieval.every=null", "trainer.limit_val_batches=0", "trainer.progress_bar=false"]

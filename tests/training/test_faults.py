@@ -95,7 +95,7 @@ def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_traini
 
 
 SHORT = ["trainer.max_steps=20", "callbacks.checkpoint_every_n_steps=10", "callbacks.sample_log=true",
-         "callbacks.retrieval.every=null", *QUIET]
+         "callbacks.retrieval.every=null", "trainer.limit_val_batches=0", *QUIET]
 
 
 def test_a_corrupt_newest_checkpoint_at_the_end_is_rewritten_before_the_run_says_finished(cache: Path, tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
 
 def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[str, Path], tmp_path: Path, sample_cache: Path) -> None:
     """`init_from=` a DDP checkpoint, optimizer state included: the next stage under FSDP trains as under DDP."""
-    args = ["data.global_batch_rows=16", "trainer.max_steps=4", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000",
+    args = ["data.global_batch_rows=16", "trainer.max_steps=4", "callbacks.retrieval.every=null", "trainer.limit_val_batches=0",
             "trainer.progress_bar=false", f"init_from={runs['ddp'] / 'checkpoints' / 'last.ckpt'}"]
     got = {name: last_checkpoint(finished([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, sample_cache), f"the chained {name} run"))
            for name in ("ddp", "fsdp")}

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 ARGS = ["+stage=sample_cascade", "trainer.max_steps=36", "data.global_batch_rows=16", "callbacks.batch_warmup.share=0.25",
         "callbacks.checkpoint_every_n_steps=2", "callbacks.keep_last_checkpoints=2", "callbacks.sample_log=true",
-        "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
+        "callbacks.retrieval.every=null", "trainer.limit_val_batches=0", "trainer.progress_bar=false"]
 
 
 def wait_for_step(proc: subprocess.Popen, samples: Path, step: int, log: Path | None = None) -> None:
@@ -158,7 +158,7 @@ def test_simulated_slurm_requeue_resumes_in_the_same_folder(uninterrupted: Path,
 
 def test_sweep_jobs_get_their_own_folders_and_resume_independently(cache: Path, tmp_path: Path) -> None:
     args = ["-m", "optimizer.lr=1e-3,2e-3", "trainer.max_steps=24", "callbacks.checkpoint_every_n_steps=2",
-            "callbacks.sample_log=true", "callbacks.retrieval.every=null", "trainer.val_check_interval=1000",
+            "callbacks.sample_log=true", "callbacks.retrieval.every=null", "trainer.limit_val_batches=0",
             "trainer.progress_bar=false"]
     env = run_env(tmp_path, cache)
     sweep = tmp_path / "runs" / "sample-sweep"

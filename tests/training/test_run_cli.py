@@ -130,7 +130,7 @@ def test_a_corpus_given_by_its_counts_cannot_be_trained(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_batch_warmup_grows_the_global_batch_in_equal_steps(tmp_path: Path, sample_cache: Path) -> None:
     result = run_cli("trainer.max_steps=12", "data.global_batch_rows=32", "data.micro_batch=8", "callbacks.batch_warmup.share=0.5",
-                     "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "trainer.val_check_interval=1000",
+                     "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "trainer.limit_val_batches=0",
                      "callbacks.retrieval.every=null", runs=tmp_path / "runs", cache=sample_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     # Budget 12 x 32 rows x 512 tokens; the first half warms up through 8, 16, 24 rows, 4 steps each, then 6 steps of 32.

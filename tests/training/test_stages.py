@@ -65,8 +65,8 @@ def test_unknown_stage_lists_the_valid_ones() -> None:
 def test_stage_chain_on_the_sample(tmp_path: Path, sample_cache: Path) -> None:
     """pretrain -> ext -> decay_all, tiny and shrunk by budget_scale, each started from the previous one."""
     env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
-    common = ["model=tiny", "budget_scale=1e-8", "trainer.progress_bar=false", "trainer.limit_val_batches=1",
-              "trainer.val_check_interval=1000", "data.micro_batch=1", "callbacks.retrieval.every=null"]
+    common = ["model=tiny", "budget_scale=1e-8", "trainer.progress_bar=false", "trainer.limit_val_batches=0",
+              "data.micro_batch=1", "callbacks.retrieval.every=null"]
     previous = None
     stages = [("pretrain", 1024, 10000.0, "data.global_batch_rows=4"), ("ext", 8192, 160000.0, "data.global_batch_rows=1"),
               ("decay_all", 8192, 160000.0, "data.global_batch_rows=1")]
@@ -94,7 +94,7 @@ def test_a_chained_stage_takes_its_first_step_from_the_previous_stages_final_mom
     import torch
 
     env = {**os.environ, "MMBERT_RUNS": str(tmp_path / "runs"), "MMBERT_CACHE": str(sample_cache)}
-    quiet = ["trainer.progress_bar=false", "callbacks.retrieval.every=null", "trainer.limit_val_batches=1"]
+    quiet = ["trainer.progress_bar=false", "callbacks.retrieval.every=null", "trainer.limit_val_batches=0"]
 
     def run(*overrides: str) -> subprocess.CompletedProcess:
         result = command("mmbert_pl.run", [*quiet, *overrides], env)
