@@ -31,12 +31,14 @@ def shard_dir(tmp_path_factory, tokenizer_model: Path) -> Path:
 @pytest.fixture(scope="session")
 def prepared_sample(tmp_path_factory) -> Path:
     """The data cache a bare `python -m mmbert_pl.run` prepares (the sample's tokenizer and its shards at the
-    default row length), built once per session; tests take a copy (`sample_cache`)."""
+    default row length), plus the shards at 128 tokens that the process tests train on (`SHORT_ROWS`: a step a
+    quarter of the cost), built once per session; tests take a copy (`sample_cache`)."""
     from mmbert_pl.sample.prepare import prepare_sample
     from mmbert_pl.training.config_schema import SampleConf
 
     cache, s = tmp_path_factory.mktemp("prepared-cache"), SampleConf()
-    prepare_sample(cache, s.vocab_size, s.row_length, s.val_fraction)
+    for row_length in (s.row_length, 128):
+        prepare_sample(cache, s.vocab_size, row_length, s.val_fraction)
     return cache
 
 

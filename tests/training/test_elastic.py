@@ -93,7 +93,7 @@ def test_a_stopped_run_resumes_on_another_layout(first: list[str], then: list[st
     difference = max_relative_difference(weights(reference), weights(run_dir))
     print(f"{first} -> {then}: max relative difference {difference:.2e}")
     assert difference < BOUND
-    assert last_checkpoint(run_dir)["state_dict"]["tokens_seen"] == 12 * 16 * 512
+    assert last_checkpoint(run_dir)["state_dict"]["tokens_seen"] == 12 * 16 * 128
     steps = logged_steps(run_dir)                   # metrics.csv goes on where the stopped launch left it
     assert steps == sorted(steps) and min(steps) < stopped < max(steps) and max(steps) >= 11, steps
 

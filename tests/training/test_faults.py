@@ -16,6 +16,7 @@ import torch
 
 from tests.in_process import command
 from tests.processes import launch, run_env, wait_exit, wait_until
+from tests.training.reference_runs import SHORT_ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +95,7 @@ def test_preemption_exits_within_seconds_of_its_checkpoint_with_no_end_of_traini
     assert time.perf_counter() - start > 10, "the end-of-training evaluation of this test is too fast to prove anything"
 
 
-SHORT = ["trainer.max_steps=20", "callbacks.checkpoint_every_n_steps=10", "callbacks.sample_log=true",
+SHORT = [SHORT_ROWS, "trainer.max_steps=20", "callbacks.checkpoint_every_n_steps=10", "callbacks.sample_log=true",
          "callbacks.retrieval.every=null", "trainer.limit_val_batches=0", *QUIET]
 
 
@@ -132,12 +133,12 @@ def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_owner(cache: P
     assert not list((run_dir / "checkpoints").glob("*-v*.ckpt")), "two runs wrote checkpoints side by side"
     # The lock dies with its owner: after a SIGKILL the same command takes the folder over and resumes.
     killed_dir, killed_log = tmp_path / "k" / "runs" / "sample", tmp_path / "killed.txt"
-    killed_env = run_env(tmp_path / "k", cache)
-    proc = launch(SHORT, killed_env, killed_log)
-    wait_until("step 15", lambda: steps_logged(killed_dir) >= 15, proc, killed_log)
+    killed_env, short = run_env(tmp_path / "k", cache), [*SHORT, "trainer.max_steps=8", "callbacks.checkpoint_every_n_steps=2"]
+    proc = launch(short, killed_env, killed_log)
+    wait_until("step 3", lambda: steps_logged(killed_dir) >= 3, proc, killed_log)
     os.killpg(proc.pid, signal.SIGKILL)
     wait_exit(proc, "the killed run")
-    resumed = run_cli(SHORT, killed_env)
+    resumed = run_cli(short, killed_env)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
 
 
@@ -146,7 +147,7 @@ def test_metrics_keep_their_rows_across_preemption_and_resume(cache: Path, tmp_p
         keep = ("step", "train/loss", "val/loss")
         return [tuple(r.get(k, "") for k in keep) for r in csv.DictReader(open(run_dir / "logs" / "metrics.csv"))]
 
-    args = ["trainer.max_steps=30", "callbacks.checkpoint_every_n_steps=10", "callbacks.sample_log=true",
+    args = [SHORT_ROWS, "trainer.max_steps=30", "callbacks.checkpoint_every_n_steps=10", "callbacks.sample_log=true",
             "trainer.progress_bar=false", "trainer.val_check_interval=15", "trainer.limit_val_batches=1",
             "callbacks.retrieval.every=null"]
     whole = run_env(tmp_path / "whole", cache)

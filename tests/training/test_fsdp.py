@@ -16,11 +16,12 @@ import torch
 from tests import in_process
 from tests.processes import cli, finished, last_checkpoint, launch, remove_streaming_memory_of, run_env, wait_exit, wait_until
 from tests.sample_logs import logged
+from tests.training.reference_runs import SHORT_ROWS
 from tests.weights import max_relative_difference, relative
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["data.global_batch_rows=16", "trainer.max_steps=16", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=4",
+ARGS = [SHORT_ROWS, "data.global_batch_rows=16", "trainer.max_steps=16", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=4",
         "callbacks.retrieval.every=0.5", "trainer.val_check_interval=8", "trainer.limit_val_batches=2",
         "trainer.progress_bar=false"]
 
@@ -143,7 +144,7 @@ def test_fsdp_killed_and_rerun_ends_where_the_uninterrupted_run_ends(runs: dict[
 
 def test_a_chained_stage_starts_from_the_optimizer_state_under_fsdp(runs: dict[str, Path], tmp_path: Path, sample_cache: Path) -> None:
     """`init_from=` a DDP checkpoint, optimizer state included: the next stage under FSDP trains as under DDP."""
-    args = ["data.global_batch_rows=16", "trainer.max_steps=4", "callbacks.retrieval.every=null", "trainer.limit_val_batches=0",
+    args = [SHORT_ROWS, "data.global_batch_rows=16", "trainer.max_steps=4", "callbacks.retrieval.every=null", "trainer.limit_val_batches=0",
             "trainer.progress_bar=false", f"init_from={runs['ddp'] / 'checkpoints' / 'last.ckpt'}"]
     got = {name: last_checkpoint(finished([*args, f"trainer=cpu_{name}"], run_env(tmp_path / name, sample_cache), f"the chained {name} run"))
            for name in ("ddp", "fsdp")}

@@ -28,6 +28,7 @@ from mmbert_pl.model.attention import torch_varlen_attn
 from mmbert_pl.training.module import MLMModule
 from mmbert_pl.training.optim import StableAdamW, parameter_groups
 from mmbert_pl.training.step_inputs import step_inputs
+from tests.training.reference_runs import SHORT_ROWS
 
 ROW = 256
 
@@ -153,7 +154,7 @@ def test_values_reach_the_logger_on_its_batches_and_the_last(tmp_path) -> None:
     assert set(module.shown) >= {"loss", "lr", "tok/s", "mask"}
 
 
-DDP_WARMUP = ["trainer=cpu_ddp", "data.global_batch_rows=32", "callbacks.batch_warmup.share=0.25", "data.num_workers=2",
+DDP_WARMUP = [SHORT_ROWS, "trainer=cpu_ddp", "data.global_batch_rows=32", "callbacks.batch_warmup.share=0.25", "data.num_workers=2",
               "trainer.max_steps=24", "callbacks.sample_log=true", "callbacks.checkpoint_every_n_steps=4",
               "callbacks.retrieval.every=null", "trainer.val_check_interval=1000", "trainer.progress_bar=false"]
 

@@ -68,6 +68,6 @@ def test_two_nodes_on_one_machine_train_the_rows_of_one_process(ddp_reference: d
     for rank in (0, 1):
         assert (nodes / "samples" / f"rank{rank}.tsv").read_text() == (ddp / "samples" / f"rank{rank}.tsv").read_text()
     a, b = (last_checkpoint(d)["state_dict"] for d in (ddp, nodes))
-    assert a["tokens_seen"] == b["tokens_seen"] == 12 * 16 * 512
+    assert a["tokens_seen"] == b["tokens_seen"] == 12 * 16 * 128
     assert max_relative_difference(a, b) < 1e-4        # one optimizer step more or less is about 1e-2
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "node1.txt").read_text()

@@ -16,11 +16,11 @@ import torch
 from tests.in_process import cli
 from tests.processes import cli as process_cli, last_checkpoint, launch, run_env, wait_exit, wait_until
 from tests.sample_logs import logged, rows_by_step
-from tests.training.reference_runs import DDP_ARGS
+from tests.training.reference_runs import DDP_ARGS, SHORT_ROWS
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["+stage=sample_cascade", "trainer.max_steps=36", "data.global_batch_rows=16", "callbacks.batch_warmup.share=0.25",
+ARGS = [SHORT_ROWS, "+stage=sample_cascade", "trainer.max_steps=36", "data.global_batch_rows=16", "callbacks.batch_warmup.share=0.25",
         "callbacks.checkpoint_every_n_steps=2", "callbacks.keep_last_checkpoints=2", "callbacks.sample_log=true",
         "callbacks.retrieval.every=null", "trainer.limit_val_batches=0", "trainer.progress_bar=false"]
 
@@ -120,7 +120,7 @@ def test_two_process_ddp_shards_data_keeps_the_global_batch_and_resumes(ddp_refe
     for step in single:
         assert not r0[step] & r1[step]                 # disjoint shards of the global batch
         assert r0[step] | r1[step] == single[step]     # and together the very rows one process trains on
-    assert weights(one)["tokens_seen"] == weights(two)["tokens_seen"] == 12 * 16 * 512
+    assert weights(one)["tokens_seen"] == weights(two)["tokens_seen"] == 12 * 16 * 128
 
     env, killed = run_env(tmp_path / "killed", cache), tmp_path / "killed" / "runs" / "sample"
     proc = launch([*DDP_ARGS, "trainer=cpu_ddp"], env, tmp_path / "ddp-log.txt")
@@ -157,7 +157,7 @@ def test_simulated_slurm_requeue_resumes_in_the_same_folder(uninterrupted: Path,
 
 
 def test_sweep_jobs_get_their_own_folders_and_resume_independently(cache: Path, tmp_path: Path) -> None:
-    args = ["-m", "optimizer.lr=1e-3,2e-3", "trainer.max_steps=24", "callbacks.checkpoint_every_n_steps=2",
+    args = ["-m", SHORT_ROWS, "optimizer.lr=1e-3,2e-3", "trainer.max_steps=24", "callbacks.checkpoint_every_n_steps=2",
             "callbacks.sample_log=true", "callbacks.retrieval.every=null", "trainer.limit_val_batches=0",
             "trainer.progress_bar=false"]
     env = run_env(tmp_path, cache)
