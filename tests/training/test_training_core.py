@@ -13,6 +13,12 @@ from mmbert_pl.model import named_config
 from mmbert_pl.training.module import MLMModule
 
 
+@pytest.fixture(scope="module")
+def short_rows(prepared_sample: Path) -> Path:
+    """The prepared sample's shards of 128-token rows: for tests of which rows and when, not of what is learned."""
+    return next(prepared_sample.glob("sample2-v*/shards-r128-*"))
+
+
 def test_flatten_rows_drops_padding_and_keeps_boundaries() -> None:
     import numpy as np
 
@@ -145,11 +151,11 @@ def test_resuming_into_another_mixture_is_an_error(shard_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_mid_segment_serves_the_same_rows(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
+def test_resume_mid_segment_serves_the_same_rows(short_rows: Path, tokenizer_model: Path, tmp_path: Path) -> None:
     """Stopped in the middle of the second segment and resumed: the same mixture, the same next rows."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    step_tokens, steps = 8 * 1024, 36
+    step_tokens, steps = 8 * 128, 36
     budget = steps * step_tokens
 
     def run(ckpt_path=None, checkpoint_dir=None) -> dict[int, list[bytes]]:
@@ -159,7 +165,7 @@ def test_resume_mid_segment_serves_the_same_rows(shard_dir: Path, tokenizer_mode
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 seen[trainer.global_step] = [r.tobytes() for r in batch["input_ids"].numpy().astype("uint32")]
 
-        dm = MixtureDataModule(str(shard_dir), "pretrain", 0.7, budget, micro_batch=8, step_tokens=step_tokens,
+        dm = MixtureDataModule(str(short_rows), "pretrain", 0.7, budget, micro_batch=8, step_tokens=step_tokens,
                                language_milestones=[(budget / 3, "ext"), (2 * budget / 3, "decay_all")],
                                temperature_milestones=[(budget / 3, 0.5), (2 * budget / 3, 0.3)])
         module = MLMModule(named_config("tiny"), random_pool=ordinary_ids(tokenizer_model), attn_backend="sdpa")
@@ -180,7 +186,7 @@ def test_resume_mid_segment_serves_the_same_rows(shard_dir: Path, tokenizer_mode
 
 
 @pytest.mark.slow
-def test_validation_counts_optimizer_steps_and_never_splits_an_accumulation(shard_dir: Path, tokenizer_model: Path) -> None:
+def test_validation_counts_optimizer_steps_and_never_splits_an_accumulation(short_rows: Path, tokenizer_model: Path) -> None:
     """3 micro-batches per step after a batch warmup from 1: validation every 4 optimizer steps and at the end, each
     time right after a step's last micro-batch. Without ValidationCadence, Lightning's val_check_interval=4 counts
     micro-batches and validates inside accumulations (checked below)."""
@@ -188,7 +194,7 @@ def test_validation_counts_optimizer_steps_and_never_splits_an_accumulation(shar
     from callbacks.validation_cadence import ValidationCadence
     from callbacks.token_budget import TokenBudget
 
-    round_tokens, steps = 4 * 1024, 14
+    round_tokens, steps = 4 * 128, 14
     warmup = 6 * round_tokens                                   # steps of 1, 2, 3 micro-batches, then 3 each
 
     def validations(cadence: bool) -> list[tuple[int, int]]:
@@ -200,7 +206,7 @@ def test_validation_counts_optimizer_steps_and_never_splits_an_accumulation(shar
 
         budget = round_tokens * (6 + 3 * (steps - 3))
         # two languages: each validation is one batch per language, and when it runs is what is checked
-        dm = MixtureDataModule(str(shard_dir), ["eng_Latn", "deu_Latn"], 0.7, budget, micro_batch=4, step_tokens=3 * round_tokens)
+        dm = MixtureDataModule(str(short_rows), ["eng_Latn", "deu_Latn"], 0.7, budget, micro_batch=4, step_tokens=3 * round_tokens)
         module = MLMModule(named_config("tiny"), random_pool=ordinary_ids(tokenizer_model), val_languages=dm.val_labels(),
                            attn_backend="sdpa", accumulate=3)
         extra = [ValidationCadence(4)] if cadence else []
