@@ -99,7 +99,7 @@ def finetune(*overrides: str, out: Path) -> subprocess.CompletedProcess:
     return command("mmbert_pl.finetune", ["head=span", "progress_bar=false", *overrides], {**os.environ, "MMBERT_RUNS": str(out)})
 
 
-SENTENCE_TASK = ("data.max_tokens=192", "data.stride=64", "data.batch_size=8", "dropout=0", "lr=1e-3", "epochs=6")
+SENTENCE_TASK = ("data.max_tokens=192", "data.stride=64", "data.batch_size=8", "dropout=0", "lr=1e-3", "epochs=4")
 
 
 def test_sentence_task_beats_its_baseline_and_exports_to_transformers(trained_run: Path, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_sentence_task_beats_its_baseline_and_exports_to_transformers(trained_ru
     results = json.loads((out / "results.json").read_text())
     base = results["baseline"]
     # Stated margin (README): F1 10 points over the question-blind answer, the context's first sentence, and a
-    # higher exact match (the baseline is right 1 time in 3; 0.35 EM / 0.36 F1 here, the model 0.45 / 0.54).
+    # higher exact match (the baseline is right 1 time in 3; 0.35 EM / 0.36 F1 here, the model 0.42 / 0.50 after 4 epochs).
     assert results["f1"] > base["f1"] + 0.10 and results["exact_match"] > base["exact_match"], results
     assert results["squad_v2"] is False and len(results["per_language"]) == 6
     predictions = json.loads((out / "predictions.json").read_text())
