@@ -103,18 +103,18 @@ def test_truncated_or_missing_shards_are_named(shard_dir: Path, tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_one_run_cascade_switches_languages_and_temperature_at_the_milestones(shard_dir: Path, tokenizer_model: Path, tmp_path: Path) -> None:
+def test_one_run_cascade_switches_languages_and_temperature_at_the_milestones(short_rows: Path, tokenizer_model: Path, tmp_path: Path) -> None:
     """pretrain -> ext -> decay_all with τ 0.7 -> 0.5 -> 0.3 in one Lightning fit, a segment per epoch."""
     from callbacks.language_set import LanguageSetSchedule
     from callbacks.temperature import TemperatureSchedule
     from tests.shard_rows import rows_of
 
-    owner = {row: label for label, rows in rows_of(shard_dir).items() for row in rows}
-    step_tokens, steps = 8 * 1024, 36
+    owner = {row: label for label, rows in rows_of(short_rows).items() for row in rows}
+    step_tokens, steps = 8 * 128, 36
     budget = steps * step_tokens
     languages = LanguageSetSchedule("pretrain", [(budget / 3, "ext"), (2 * budget / 3, "decay_all")])
     temperature = TemperatureSchedule(0.7, [(budget / 3, 0.5), (2 * budget / 3, 0.3)])
-    dm = MixtureDataModule(str(shard_dir), "pretrain", 0.7, budget, micro_batch=8, language_milestones=languages.milestones,
+    dm = MixtureDataModule(str(short_rows), "pretrain", 0.7, budget, micro_batch=8, language_milestones=languages.milestones,
                            temperature_milestones=temperature.milestones, step_tokens=step_tokens)
     assert [(s.start // step_tokens, s.end // step_tokens, s.temperature) for s in dm.segments] == [(0, 12, 0.7), (12, 24, 0.5), (24, 36, 0.3)]
 
