@@ -122,7 +122,9 @@ def test_dead_worker_is_reported_and_killed_parent_takes_its_workers(tmp_path: P
 
     def start(out: Path) -> tuple[subprocess.Popen, list[int]]:
         proc = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_until("two worker processes", lambda: len(children_of(proc.pid)) >= 2, proc)
+        # each worker has taken its language (its temporary folder is there): a worker killed before it took one
+        # would leave both to the other, and the run would succeed
+        wait_until("both languages in progress", lambda: all((out / f".tmp-{k}").is_dir() for k in ("eng_Latn", "rus_Cyrl")), proc)
         workers = children_of(proc.pid)
         assert len(workers) == 2 and proc.poll() is None, "both languages must still be in progress"
         return proc, workers
