@@ -61,6 +61,11 @@ def test_the_miniature_recipe_chains_merges_evaluates_reports_and_resumes(tmp_pa
     assert again.stdout.count("already finished at step") == 5 and "initialised weights" not in again.stdout
     assert "== merge: " in again.stdout and "is there already" in again.stdout and "== MLM of" not in again.stdout
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")} == stamps
+    # another command is not taken for a finished stage: its run starts and refuses the changed recipe setting
+    changed = command("mmbert_pl.recipe", [*args, "optimizer.weight_decay=0.01"], env)
+    assert changed.returncode != 0 and "optimizer.weight_decay: 8e-05 -> 0.01" in changed.stderr, changed.stderr[-3000:]
+    assert "recipe stopped: stage pretrain exited with 2" in changed.stderr
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.ckpt")} == stamps
 
 
 def test_the_recipe_refuses_keys_it_sets_itself_and_unknown_recipes(tmp_path: Path) -> None:
