@@ -57,12 +57,13 @@ def trained_run(tmp_path_factory, prepared_sample: Path) -> Path:
     import os
     import shutil
 
-    from tests.in_process import finished
+    from tests.in_process import cli
+    from tests.processes import finished
 
     base = tmp_path_factory.mktemp("trained")
     shutil.copytree(prepared_sample, base / "cache")
     env = {**os.environ, "MMBERT_RUNS": str(base / "runs"), "MMBERT_CACHE": str(base / "cache")}
-    return finished(["trainer.progress_bar=false"], env, "the main job")
+    return finished(["trainer.progress_bar=false"], env, "the main job", cli)
 
 
 @pytest.fixture(autouse=True)

@@ -88,10 +88,3 @@ def command(module: str, args: list[str], env: dict[str, str] | None = None, cwd
 def cli(args: list[str], env: dict, what: str, module: str = "mmbert_pl.run") -> subprocess.CompletedProcess:
     """`tests.processes.cli`, in this process (`what` names the command in a failure's message there, not needed here)."""
     return command(module, args, env)
-
-
-def finished(args: list[str], env: dict, what: str) -> Path:
-    """The run folder of `python -m mmbert_pl.run ARGS` run in this process (runs under env's MMBERT_RUNS); it must succeed."""
-    result = command("mmbert_pl.run", args, env)
-    assert result.returncode == 0, f"{what}:\n" + result.stdout[-2000:] + result.stderr[-3000:]
-    return Path(env["MMBERT_RUNS"]) / "sample"

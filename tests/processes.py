@@ -38,9 +38,10 @@ def cli(args: list[str], env: dict, what: str, module: str = "mmbert_pl.run") ->
     return run([sys.executable, "-m", module, *args], what, env=env)
 
 
-def finished(args: list[str], env: dict, what: str) -> Path:
-    """The run folder of `python -m mmbert_pl.run ARGS` (runs under env's MMBERT_RUNS), which must succeed."""
-    result = cli(args, env, what)
+def finished(args: list[str], env: dict, what: str, run: Callable[..., subprocess.CompletedProcess] = cli) -> Path:
+    """The run folder of `python -m mmbert_pl.run ARGS` (runs under env's MMBERT_RUNS), which must succeed; `run`:
+    `cli` (a process of its own) or `tests.in_process.cli` (this process)."""
+    result = run(args, env, what)
     assert result.returncode == 0, f"{what}:\n" + result.stdout[-2000:] + result.stderr[-3000:]
     return Path(env["MMBERT_RUNS"]) / "sample"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import in_process, processes
-from tests.processes import run_env
+from tests import in_process
+from tests.processes import finished, run_env
 from tests.training.reference_runs import DDP_ARGS
 
 
@@ -18,5 +18,5 @@ def ddp_reference(tmp_path_factory, prepared_sample: Path) -> dict[str, Path]:
     run runs in this process (Lightning starts the second rank of a DDP run as `sys.argv` again: pytest's, here)."""
     tmp = tmp_path_factory.mktemp("ddp-reference")
     cache = shutil.copytree(prepared_sample, tmp / "cache")
-    return {"one": in_process.finished(DDP_ARGS, run_env(tmp / "one", cache), "the one-process reference run"),
-            "two": processes.finished([*DDP_ARGS, "trainer=cpu_ddp"], run_env(tmp / "two", cache), "the two-process reference run")}
+    return {"one": finished(DDP_ARGS, run_env(tmp / "one", cache), "the one-process reference run", in_process.cli),
+            "two": finished([*DDP_ARGS, "trainer=cpu_ddp"], run_env(tmp / "two", cache), "the two-process reference run")}
