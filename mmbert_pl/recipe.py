@@ -55,12 +55,16 @@ class Recipe:
         if unknown:
             raise ValueError(f"stage_roots: no stage named {unknown} in recipe {name}; its stages are {[s.name for s in self.spec.stages]}")
 
-    def run(self, what: str, cmd: list[str]) -> None:
-        """One step of the recipe, in its own process; its output streams through; a failure stops the recipe."""
-        shown = " ".join(shlex.quote(c) for c in ["python", *cmd[1:]])
+    def record(self, module: str, args: list[str]) -> str:
+        """`python -m MODULE ARGS` as the report's command list and the log show it."""
+        shown = " ".join(shlex.quote(c) for c in ["python", "-m", module, *args])
         self.commands.append(shown)
-        print(f"\n== {what}: {shown}", flush=True)
-        code = subprocess.run(cmd).returncode
+        return shown
+
+    def run(self, what: str, module: str, args: list[str]) -> None:
+        """One step of the recipe, in its own process; its output streams through; a failure stops the recipe."""
+        print(f"\n== {what}: {self.record(module, args)}", flush=True)
+        code = subprocess.run([sys.executable, "-m", module, *args]).returncode
         if code:
             raise SystemExit(f"recipe stopped: {what} exited with {code} (rerun the same command to resume)")
 
@@ -70,9 +74,7 @@ class Recipe:
         from importlib import import_module
 
         main = import_module("mmbert_pl.evaluate.cli" if module == "mmbert_pl.evaluate" else module).main
-        shown = " ".join(shlex.quote(c) for c in ["python", "-m", module, *args])
-        self.commands.append(shown)
-        print(f"\n== {what}: {shown}", flush=True)
+        print(f"\n== {what}: {self.record(module, args)}", flush=True)
         try:
             main(args)
         except SystemExit as e:
@@ -103,9 +105,9 @@ class Recipe:
             args += self.overrides
             done = self.finished_with(stage.name, args)
             if done is None:
-                self.run(f"stage {stage.name}", [sys.executable, "-m", "mmbert_pl.run", *args])
+                self.run(f"stage {stage.name}", "mmbert_pl.run", args)
                 continue
-            self.commands.append(" ".join(shlex.quote(c) for c in ["python", "-m", "mmbert_pl.run", *args]))
+            self.record("mmbert_pl.run", args)
             print(f"\n== stage {stage.name}: already finished at step {done['step']} by this command: checkpoint "
                   f"{done['checkpoint']}, Hugging Face export {done['hf_export']}", flush=True)
 
